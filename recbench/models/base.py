@@ -1,0 +1,211 @@
+"""The one model interface every recommender implements (OPECI and all baselines).
+
+A model is built from a frozen, typed config holding its paper's defaults, trained with
+``fit(train, rng, ctx)`` and asked only for scores: ranking, filtering seen items and candidate
+lists are the evaluator's job (written once, in :mod:`recbench.eval.evaluator`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from recbench.data.types import TrainData
+
+
+class ModelError(RuntimeError):
+    """A model failed in a way the run should record (e.g. a NaN loss) and move past."""
+
+
+class ConfigError(ValueError):
+    """A bad configuration value or an unknown parameter; the message names valid choices."""
+
+
+@dataclass
+class FitContext:
+    """What the runner hands to ``fit`` besides the data: device, progress and evaluation hooks.
+
+    ``evaluate(model, split_role)`` returns metrics on ``"validation"`` or ``"test"``; the
+    training loop calls it every ``eval_every`` epochs (test metrics are only *recorded* for
+    the per-epoch curves; early stopping looks at validation only). Epoch summaries are appended
+    to ``history``.
+    """
+
+    device: str = "cpu"
+    eval_every: int = 0
+    early_stopping_patience: int = 0  # 0: off; needs a validation split
+    early_stopping_metric: str = "ndcg@10"
+    evaluate: Callable[[Any, str], dict[str, float]] | None = None
+    on_epoch: Callable[[dict[str, Any]], None] | None = None
+    on_batch: Callable[[int, int], None] | None = None  # (done, total) within an epoch
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """Every recommender: fit on training interactions, then score user–item pairs."""
+
+    name: ClassVar[str]
+    config: Any
+
+    def fit(self, train: TrainData, rng: np.random.Generator, ctx: FitContext | None = None) -> None:
+        """Train on ``train`` (never contains a test or validation item)."""
+        ...
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores for the pairs ``(users[k], items[k])``, a float array of the same length.
+        Higher is better. Raises ``IndexError`` for out-of-range ids."""
+        ...
+
+    def score_matrix(self, users: np.ndarray) -> np.ndarray:
+        """Scores of ``users`` against all items: a ``len(users) × n_items`` float array."""
+        ...
+
+
+class BaseModel:
+    """Shared plumbing: id checks and a default ``score_matrix`` built from ``score``.
+
+    Subclasses set ``name``, ``Config`` and implement ``fit`` and ``_score`` (pairs, ids already
+    validated); they may override ``_score_matrix`` when a faster whole-row path exists.
+    """
+
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type]
+    pair_batch: ClassVar[int] = 262_144
+
+    def __init__(self, config: Any | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+        self.n_users = 0
+        self.n_items = 0
+
+    def fit(self, train: TrainData, rng: np.random.Generator, ctx: FitContext | None = None) -> None:
+        raise NotImplementedError
+
+    def _check_ids(self, users: np.ndarray, items: np.ndarray | None = None) -> None:
+        if self.n_users == 0:
+            raise ModelError(f"{self.name}: score() called before fit()")
+        u = np.asarray(users)
+        if u.size and (u.min() < 0 or u.max() >= self.n_users):
+            raise IndexError(f"{self.name}: user id out of range 0..{self.n_users - 1}")
+        if items is not None:
+            i = np.asarray(items)
+            if i.size and (i.min() < 0 or i.max() >= self.n_items):
+                raise IndexError(f"{self.name}: item id out of range 0..{self.n_items - 1}")
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        if users.shape != items.shape:
+            raise ValueError("users and items must have the same shape")
+        self._check_ids(users, items)
+        out = np.empty(users.shape, dtype=np.float32)
+        fu, fi, fo = users.ravel(), items.ravel(), out.reshape(-1)
+        for s in range(0, len(fu), self.pair_batch):
+            fo[s : s + self.pair_batch] = self._score(fu[s : s + self.pair_batch], fi[s : s + self.pair_batch])
+        return out
+
+    def score_matrix(self, users: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        self._check_ids(users)
+        return self._score_matrix(users)
+
+    def _score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _score_matrix(self, users: np.ndarray) -> np.ndarray:
+        uu = np.repeat(users, self.n_items)
+        ii = np.tile(np.arange(self.n_items, dtype=np.int64), len(users))
+        return self.score(uu, ii).reshape(len(users), self.n_items)
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a ``--set`` string (or a JSON value) to the field's annotated type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: cannot parse {value!r}")
+    if origin is typing.Literal:
+        for a in args:
+            if str(a) == str(value):
+                return a
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, args))}")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            parts = [p for p in value.strip("()[] ").split(",") if p.strip()]
+        else:
+            parts = list(value)
+        inner = args[0] if args else str
+        conv = [_coerce(p.strip() if isinstance(p, str) else p, inner, where) for p in parts]
+        return tuple(conv) if origin is tuple else conv
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        s = str(value).lower()
+        if s in ("1", "true", "yes", "on"):
+            return True
+        if s in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+        if not f.is_integer():
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(f)
+    if annotation is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if annotation is str:
+        return str(value)
+    raise ConfigError(f"{where}: unsupported type {annotation!r}")
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any], model_name: str = "") -> Any:
+    """A copy of the frozen ``config`` with ``overrides`` applied, each converted to the field's
+    type. Unknown names or ill-typed values raise :class:`ConfigError` naming the valid ones."""
+    hints = typing.get_type_hints(type(config))
+    valid = [f.name for f in dataclasses.fields(config)]
+    changes = {}
+    for key, value in overrides.items():
+        if key not in valid:
+            raise ConfigError(
+                f"unknown parameter {model_name + '.' if model_name else ''}{key}; "
+                f"valid: {', '.join(valid)}"
+            )
+        changes[key] = _coerce(value, hints[key], f"{model_name}.{key}" if model_name else key)
+    return dataclasses.replace(config, **changes)
+
+
+def config_from_dict(cls: type, values: dict[str, Any], model_name: str = "") -> Any:
+    """Rebuild a config from a record's JSON dict (types checked like ``--set``)."""
+    return apply_overrides(cls(), values, model_name)

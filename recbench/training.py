@@ -1,0 +1,272 @@
+"""One training loop for every PyTorch model (NCF, DMF, CML, CADNCF, OPECI and variants).
+
+A :class:`TorchModel` supplies its ``nn.Module`` and, when it needs more than a pointwise loss,
+its own ``batch_loss``. The loop owns negative sampling (vectorised, fresh each epoch, never a
+training positive of that user), Adam with L2, seeding, progress, per-epoch evaluation, early
+stopping on the validation split and the NaN guard.
+
+Two sampling modes:
+
+- ``pointwise`` (NCF, DMF, CADNCF, OPECI): every positive plus ``n_negatives`` sampled negatives
+  form the epoch's instances; they are shuffled and cut into batches of ``batch_size`` instances
+  (the NCF papers' convention: one epoch of ml-100k with ratio 6 is ~700K samples). Targets are
+  1 (``bce``) or ``rating / max(R)`` (``nce``) for a positive and 0 for a negative.
+- ``pairwise`` (CML): batches of ``batch_size`` positives, each with its ``n_negatives``
+  negatives, passed together to ``batch_loss``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbench.data.types import TrainData
+from recbench.models.base import BaseModel, FitContext, ModelError
+
+EPS = 1e-7
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu; ``cuda`` without a GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("--device cuda requested but no CUDA device is available")
+    return torch.device(device)
+
+
+def sample_negatives(
+    train: TrainData, users: np.ndarray, n_per_user: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``len(users) × n_per_user`` items drawn uniformly from the items each user has no
+    training interaction with (with replacement across draws, as in NCF). Vectorised rejection
+    sampling: draw all, redraw only the rejected ones."""
+    users = np.asarray(users, dtype=np.int64)
+    out = rng.integers(0, train.n_items, size=(len(users), n_per_user), dtype=np.int64)
+    uu = np.broadcast_to(users[:, None], out.shape)
+    bad = train.contains(uu, out)
+    while bad.any():
+        out[bad] = rng.integers(0, train.n_items, size=int(bad.sum()), dtype=np.int64)
+        bad[bad] = train.contains(uu[bad], out[bad])
+    return out
+
+
+@dataclass
+class EpochInstances:
+    users: np.ndarray
+    items: np.ndarray
+    targets: np.ndarray
+
+
+class TorchModel(BaseModel):
+    """Base class of the PyTorch models. Subclasses implement :meth:`build_module`, and may
+    override :meth:`forward` (training predictions), :meth:`batch_loss` and
+    :meth:`predict` (inference, e.g. with cached user/item factors).
+
+    The config must carry ``epochs``, ``batch_size``, ``learning_rate``, ``reg`` (Adam weight
+    decay) and ``n_negatives``.
+    """
+
+    sampling: ClassVar[Literal["pointwise", "pairwise"]] = "pointwise"
+    target: ClassVar[Literal["bce", "nce"]] = "bce"
+    output: ClassVar[Literal["logit", "prob"]] = "logit"
+    inference_batch: ClassVar[int] = 65_536
+
+    def __init__(self, config: Any | None = None) -> None:
+        super().__init__(config)
+        self.module: nn.Module | None = None
+        self.device = torch.device("cpu")
+        self.max_rating = 1.0
+
+    # ------------------------------------------------------------------ to override
+    def build_module(self, train: TrainData) -> nn.Module:
+        raise NotImplementedError
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Training-time prediction for pairs (a logit or a probability, see ``output``)."""
+        assert self.module is not None
+        return self.module(users, items)
+
+    def pointwise_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.output == "logit":
+            return F.binary_cross_entropy_with_logits(pred, target)
+        p = pred.clamp(EPS, 1.0 - EPS)
+        return -(target * torch.log(p) + (1.0 - target) * torch.log1p(-p)).mean()
+
+    def batch_loss(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Loss of one batch. Pointwise: ``negatives`` is None and ``items``/``targets`` hold
+        positives and negatives mixed. Pairwise: ``items`` are positives, ``negatives`` is
+        ``batch × n_negatives``."""
+        return self.pointwise_loss(self.forward(users, items), targets)
+
+    def after_step(self) -> None:
+        """Hook after each optimiser step (CML clips embeddings to the unit ball here)."""
+
+    def invalidate_cache(self) -> None:
+        """Called whenever parameters are about to change (start of every epoch)."""
+
+    @torch.no_grad()
+    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Inference scores for pairs; higher is better. Default: the training forward."""
+        return self.forward(users, items)
+
+    # ------------------------------------------------------------------ the loop
+    def optimizer(self) -> torch.optim.Optimizer:
+        assert self.module is not None
+        return torch.optim.Adam(
+            self.module.parameters(), lr=self.config.learning_rate, weight_decay=self.config.reg
+        )
+
+    def epoch_instances(self, train: TrainData, rng: np.random.Generator) -> EpochInstances:
+        """Pointwise instances for one epoch: positives and fresh negatives, shuffled."""
+        n_neg = int(self.config.n_negatives)
+        negs = sample_negatives(train, train.users, n_neg, rng)
+        pos_t = (
+            np.ones(len(train), np.float32)
+            if self.target == "bce"
+            else (train.ratings / self.max_rating).astype(np.float32)
+        )
+        users = np.concatenate([train.users.astype(np.int64), np.repeat(train.users.astype(np.int64), n_neg)])
+        items = np.concatenate([train.items.astype(np.int64), negs.ravel()])
+        targets = np.concatenate([pos_t, np.zeros(negs.size, np.float32)])
+        perm = rng.permutation(len(users))
+        return EpochInstances(users[perm], items[perm], targets[perm])
+
+    def fit(self, train: TrainData, rng: np.random.Generator, ctx: FitContext | None = None) -> None:
+        ctx = ctx or FitContext()
+        cfg = self.config
+        self.n_users, self.n_items = train.n_users, train.n_items
+        self.max_rating = train.max_rating
+        self.device = resolve_device(ctx.device)
+        torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
+        self.module = self.build_module(train).to(self.device)
+        opt = self.optimizer()
+        best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+        bad_epochs = 0
+        for epoch in range(1, int(cfg.epochs) + 1):
+            self.invalidate_cache()
+            self.module.train()
+            t0 = time.perf_counter()
+            loss_sum, n_batches, n_samples = self._run_epoch(train, rng, opt, epoch, ctx)
+            seconds = time.perf_counter() - t0
+            info: dict[str, Any] = {
+                "epoch": epoch,
+                "loss": loss_sum / max(n_batches, 1),
+                "seconds": seconds,
+                "samples": n_samples,
+                "samples_per_s": n_samples / seconds if seconds > 0 else float("nan"),
+            }
+            self.invalidate_cache()
+            want_eval = ctx.evaluate is not None and (
+                (ctx.eval_every and epoch % ctx.eval_every == 0) or ctx.early_stopping_patience
+            )
+            if want_eval:
+                assert ctx.evaluate is not None
+                self.module.eval()
+                if ctx.eval_every and epoch % ctx.eval_every == 0:
+                    info["test"] = ctx.evaluate(self, "test")
+                if ctx.early_stopping_patience:
+                    val = ctx.evaluate(self, "validation")
+                    info["validation"] = val
+                    score = float(val[ctx.early_stopping_metric])
+                    if best is None or score > best[0]:
+                        state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+                        best, bad_epochs = (score, epoch, state), 0
+                    else:
+                        bad_epochs += 1
+            ctx.history.append(info)
+            if ctx.on_epoch is not None:
+                ctx.on_epoch(info)
+            if ctx.early_stopping_patience and bad_epochs >= ctx.early_stopping_patience:
+                break
+        if best is not None:
+            self.module.load_state_dict(best[2])
+            ctx.history.append({"best_epoch": best[1], "best_validation": best[0]})
+        self.invalidate_cache()
+        self.module.eval()
+
+    def _run_epoch(
+        self,
+        train: TrainData,
+        rng: np.random.Generator,
+        opt: torch.optim.Optimizer,
+        epoch: int,
+        ctx: FitContext,
+    ) -> tuple[float, int, int]:
+        bs = int(self.config.batch_size)
+        dev = self.device
+        loss_sum = torch.zeros((), device=dev)
+        n_batches = 0
+        if self.sampling == "pointwise":
+            inst = self.epoch_instances(train, rng)
+            users = torch.from_numpy(inst.users).to(dev)
+            items = torch.from_numpy(inst.items).to(dev)
+            targets = torch.from_numpy(inst.targets).to(dev)
+            n = len(inst.users)
+            for s in range(0, n, bs):
+                loss = self.batch_loss(users[s : s + bs], items[s : s + bs], targets[s : s + bs])
+                self._step(opt, loss, epoch, n_batches)
+                loss_sum += loss.detach()
+                n_batches += 1
+                if ctx.on_batch is not None:
+                    ctx.on_batch(min(s + bs, n), n)
+            return float(loss_sum), n_batches, n
+        # pairwise: batches of positives with their negatives
+        n_neg = int(self.config.n_negatives)
+        perm = rng.permutation(len(train))
+        pu = train.users.astype(np.int64)[perm]
+        pi = train.items.astype(np.int64)[perm]
+        negs = sample_negatives(train, pu, n_neg, rng)
+        users = torch.from_numpy(pu).to(dev)
+        items = torch.from_numpy(pi).to(dev)
+        negt = torch.from_numpy(negs).to(dev)
+        ones = torch.ones(len(pu), device=dev)
+        n = len(pu)
+        for s in range(0, n, bs):
+            loss = self.batch_loss(users[s : s + bs], items[s : s + bs], ones[s : s + bs], negt[s : s + bs])
+            self._step(opt, loss, epoch, n_batches)
+            loss_sum += loss.detach()
+            n_batches += 1
+            if ctx.on_batch is not None:
+                ctx.on_batch(min(s + bs, n), n)
+        return float(loss_sum), n_batches, n * (1 + n_neg)
+
+    def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, epoch: int, batch: int) -> None:
+        if not torch.isfinite(loss):
+            raise ModelError(
+                f"{self.name}: loss is {loss.item()} at epoch {epoch}, batch {batch} "
+                f"(diverged; try a smaller learning_rate than {self.config.learning_rate})"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        self.after_step()
+
+    # ------------------------------------------------------------------ scoring
+    def _score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        assert self.module is not None
+        self.module.eval()
+        out = np.empty(len(users), dtype=np.float32)
+        with torch.no_grad():
+            for s in range(0, len(users), self.inference_batch):
+                u = torch.from_numpy(users[s : s + self.inference_batch]).to(self.device)
+                i = torch.from_numpy(items[s : s + self.inference_batch]).to(self.device)
+                out[s : s + len(u)] = self.predict(u, i).float().cpu().numpy()
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        assert self.module is not None
+        return copy.deepcopy(self.module.state_dict())

@@ -216,6 +216,8 @@ class TorchModel(BaseModel):
             items = torch.from_numpy(inst.items).to(dev)
             targets = torch.from_numpy(inst.targets).to(dev)
             n = len(inst.users)
+            if n % bs == 1:  # a batch of one breaks batch normalisation: drop that instance
+                n -= 1
             for s in range(0, n, bs):
                 loss = self.batch_loss(users[s : s + bs], items[s : s + bs], targets[s : s + bs])
                 self._step(opt, loss, epoch, n_batches)
@@ -234,7 +236,7 @@ class TorchModel(BaseModel):
         items = torch.from_numpy(pi).to(dev)
         negt = torch.from_numpy(negs).to(dev)
         ones = torch.ones(len(pu), device=dev)
-        n = len(pu)
+        n = len(pu) - (1 if len(pu) % bs == 1 else 0)
         for s in range(0, n, bs):
             loss = self.batch_loss(users[s : s + bs], items[s : s + bs], ones[s : s + bs], negt[s : s + bs])
             self._step(opt, loss, epoch, n_batches)

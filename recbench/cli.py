@@ -3,7 +3,15 @@ write. Every command's logic lives in the library so it can be tested without th
 
 from __future__ import annotations
 
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+
+from recbench.models.base import ConfigError
 
 app = typer.Typer(
     name="recbench",
@@ -12,6 +20,146 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a one-line error and return the Exit to raise."""
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+class Protocol(StrEnum):
+    sampled = "sampled"
+    full = "full"
+    both = "both"
+
+
+class ReportFormat(StrEnum):
+    markdown = "markdown"
+    csv = "csv"
+    latex = "latex"
+    json = "json"
+    html = "html"
+
+
+@app.command()
+def run(
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Comma-separated datasets; default: every fetched one, else 'synthetic'.")] = None,
+    models: Annotated[str | None, typer.Option("--models", "-m", help="Comma-separated model names; default: all.")] = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated model seeds.")] = "0",
+    protocol: Annotated[Protocol, typer.Option(help="Evaluation protocol.")] = Protocol.sampled,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: MODEL.PARAM=VALUE (repeatable).")] = None,
+    out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    force: Annotated[bool, typer.Option(help="Redo cells whose record exists.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    validation: Annotated[bool, typer.Option(help="Hold out a validation item per user too (needed for early stopping).")] = False,
+    eval_every: Annotated[int, typer.Option(help="Evaluate (sampled, test) every N epochs and keep the curve.")] = 0,
+    early_stopping: Annotated[int, typer.Option(help="Patience in epochs on validation NDCG@10 (0: off).")] = 0,
+    split_seed: Annotated[int, typer.Option(help="Seed of the split's candidate sampling.")] = 0,
+    from_record: Annotated[Path | None, typer.Option(help="Rerun exactly the cell a record describes.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
+) -> None:
+    """Fit and evaluate every (dataset, model, seed) cell; one result record each, resumable."""
+    from recbench.progress import RichReporter
+    from recbench.registry import parse_model_list
+    from recbench.results import read_record
+    from recbench.runner import RunOptions, options_from_record, parse_overrides, run_grid
+
+    try:
+        if from_record is not None:
+            old = read_record(from_record)
+            ds, model, opts = options_from_record(old.data, out, data_dir)
+            datasets, names = [ds], [model]
+        else:
+            names = parse_model_list(models)
+            datasets = _csv(dataset) or _default_datasets(data_dir)
+            protos = ("sampled", "full") if protocol == Protocol.both else (protocol.value,)
+            opts = RunOptions(
+                seeds=tuple(int(s) for s in _csv(seeds)),
+                protocols=protos,
+                overrides=parse_overrides(set_ or []),
+                out=out,
+                force=force,
+                device=device,
+                validation=validation,
+                split_seed=split_seed,
+                eval_every=eval_every,
+                early_stopping=early_stopping,
+                data_dir=data_dir,
+            )
+        _check_datasets(datasets, data_dir)
+        with RichReporter(err) as reporter:
+            records = run_grid(datasets, names, opts, reporter)
+    except (ConfigError, ValueError) as e:
+        raise fail(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    from recbench.report import build_report, render
+
+    rep = build_report(out, ["hr@10", "ndcg@10"], paper=True)
+    Console().print(render(rep, "markdown"), markup=False, highlight=False)
+    if from_record is not None:
+        new, old_m = records[0].data["metrics"], old.data["metrics"]
+        same = new == old_m
+        err.print("[green]identical metrics to the record[/green]" if same else f"[yellow]metrics differ from the record: {old_m} vs {new}[/yellow]")
+    n_failed = sum(r.status != "ok" for r in records)
+    if n_failed:
+        err.print(f"[red]{n_failed} cell(s) failed; see the report[/red]")
+        raise typer.Exit(1)
+
+
+def _default_datasets(data_dir: Path | None) -> list[str]:
+    from recbench.data import fetched_datasets
+
+    found = [d for d in fetched_datasets(data_dir) if d != "synthetic"]
+    if found:
+        err.print(f"datasets: {', '.join(found)} (every fetched one)")
+        return found
+    err.print("datasets: synthetic (nothing fetched yet; `recbench fetch ml-100k` for real data)")
+    return ["synthetic"]
+
+
+def _check_datasets(names: list[str], data_dir: Path | None) -> None:
+    """Unknown names fail before any work; known but unfetched ones are fetched."""
+    from recbench.data import fetch, is_fetched, load_registry
+
+    reg = load_registry()
+    for n in names:
+        if n not in reg:
+            raise ConfigError(f"unknown dataset {n!r}; valid: {', '.join(reg)}")
+    for n in names:
+        if not is_fetched(n, data_dir):
+            fetch(n, data_dir=data_dir)
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.markdown,
+    metric: Annotated[str, typer.Option(help="Comma-separated metrics, e.g. hr,ndcg or hr@5,ndcg@20.")] = "hr,ndcg",
+    paper: Annotated[bool, typer.Option("--paper/--no-paper", help="Show the paper's numbers beside ours.")] = True,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
+) -> None:
+    """A Table-2-style table from the result records (mean ± std over seeds)."""
+    from recbench.report import build_report, render
+
+    metrics = [m if "@" in m else f"{m}@10" for m in _csv(metric)]
+    for m in metrics:
+        if m.split("@")[0] not in ("hr", "ndcg") or not m.split("@")[1].isdigit():
+            raise fail(f"unknown metric {m!r}; valid: hr@K, ndcg@K")
+    if not (results / "records").exists():
+        raise fail(f"no result records under {results}/records; run `recbench run` first")
+    text = render(build_report(results, metrics, paper), format.value, paper)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+    else:
+        sys.stdout.write(text)
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -1,0 +1,153 @@
+"""Result records: one JSON file per (dataset, model, config, seed), with the per-user ranks in a
+side ``.npz`` file, written atomically so a crash never leaves a half record that is trusted.
+
+Layout: ``OUT/records/<dataset>/<model>/seed<seed>-<key>.json`` and ``...-<key>.ranks.npz``.
+The ranks file is written first and its sha256 is stored in the JSON, which is written last
+(temp name, fsync, ``os.replace``): a JSON that parses and whose ranks file matches its hash is a
+finished record; anything else is reported and skipped. Unique names per key and atomic renames
+make concurrent writers safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = 1
+
+
+class RecordWarning(UserWarning):
+    """A record on disk is truncated, invalid or inconsistent and was skipped."""
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def record_key(identity: dict[str, Any]) -> str:
+    """Stable key of a cell: a hash of everything that determines its result."""
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Record:
+    """One finished cell. ``ranks`` maps ``"<role>/<protocol>"`` (e.g. ``"test/sampled"``) to
+    per-user 0-based ranks aligned with ``users``."""
+
+    data: dict[str, Any]
+    users: np.ndarray | None = None
+    ranks: dict[str, np.ndarray] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def key(self) -> str:
+        return self.data["key"]
+
+    @property
+    def status(self) -> str:
+        return self.data["status"]
+
+    def __getitem__(self, k: str) -> Any:
+        return self.data[k]
+
+
+def record_paths(out: Path, dataset: str, model: str, seed: int, key: str) -> tuple[Path, Path]:
+    stem = out / "records" / dataset / model / f"seed{seed}-{key}"
+    return stem.with_suffix(".json"), stem.with_name(stem.name + ".ranks.npz")
+
+
+def write_record(out: Path, rec: Record) -> Path:
+    """Write ranks then JSON, each atomically; returns the JSON path."""
+    d = rec.data
+    jpath, rpath = record_paths(out, d["dataset"], d["model"], d["seed"], d["key"])
+    if rec.ranks:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, users=np.asarray(rec.users, dtype=np.int32), **{k.replace("/", "__"): v.astype(np.int32) for k, v in rec.ranks.items()})
+        blob = buf.getvalue()
+        _atomic_write_bytes(rpath, blob)
+        d["ranks_file"] = rpath.name
+        d["ranks_sha256"] = hashlib.sha256(blob).hexdigest()
+    else:
+        d["ranks_file"] = None
+        d["ranks_sha256"] = None
+    d["schema"] = SCHEMA
+    _atomic_write_bytes(jpath, (json.dumps(d, indent=1, sort_keys=True, default=str) + "\n").encode())
+    rec.path = jpath
+    return jpath
+
+
+_REQUIRED = ("schema", "key", "status", "dataset", "model", "seed", "config", "metrics")
+
+
+def read_record(path: Path, with_ranks: bool = True) -> Record:
+    """Read and validate one record; raises ``ValueError`` naming what is wrong."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a valid JSON record ({e})") from None
+    if not isinstance(data, dict) or any(k not in data for k in _REQUIRED):
+        raise ValueError(f"{path}: missing fields {[k for k in _REQUIRED if k not in data] if isinstance(data, dict) else 'all'}")
+    if data["schema"] != SCHEMA:
+        raise ValueError(f"{path}: schema {data['schema']} (this recbench reads {SCHEMA})")
+    rec = Record(data=data, path=path)
+    if with_ranks and data.get("ranks_file"):
+        rpath = path.with_name(data["ranks_file"])
+        try:
+            blob = rpath.read_bytes()
+        except OSError:
+            raise ValueError(f"{path}: ranks file {rpath.name} is missing") from None
+        if hashlib.sha256(blob).hexdigest() != data.get("ranks_sha256"):
+            raise ValueError(f"{path}: ranks file {rpath.name} does not match its hash")
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            rec.users = z["users"]
+            rec.ranks = {k.replace("__", "/"): z[k] for k in z.files if k != "users"}
+    return rec
+
+
+def iter_records(out: Path, with_ranks: bool = True, warn: bool = True) -> Iterator[Record]:
+    """Every valid record under ``out``; invalid ones are skipped with a :class:`RecordWarning`."""
+    root = out / "records"
+    if not root.exists():
+        return
+    for path in sorted(root.rglob("*.json")):
+        try:
+            yield read_record(path, with_ranks=with_ranks)
+        except ValueError as e:
+            if warn:
+                warnings.warn(f"skipped: {e}", RecordWarning, stacklevel=2)
+
+
+def find_record(out: Path, dataset: str, model: str, seed: int, key: str) -> Record | None:
+    """The finished record for this key, or None (a corrupt one counts as missing)."""
+    jpath, _ = record_paths(out, dataset, model, seed, key)
+    if not jpath.exists():
+        return None
+    try:
+        return read_record(jpath, with_ranks=True)
+    except ValueError as e:
+        warnings.warn(f"will redo: {e}", RecordWarning, stacklevel=2)
+        return None

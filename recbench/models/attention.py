@@ -1,0 +1,126 @@
+"""The correlation-attention block and MLP head shared by OPECI and CADNCF.
+
+Given a user factor ``h`` and an item factor ``z`` (both ``R^d``), the correlation matrix is
+``M = h zᵀ ∈ R^{d×d}``. :class:`CorrelationAttention` runs multi-head self-attention over the d
+rows of M (OPECI, eq. 3; CADNCF is the same block with one head)::
+
+    Q_h = sigmoid(M W^Q_h)   K_h = sigmoid(M W^K_h)   V_h = sigmoid(M W^V_h)
+    O_h = softmax(Q_h K_hᵀ / √d_k) V_h
+    O   = concat_h(O_h) W^O ∈ R^{d×d}
+
+with ``W^Q_h, W^K_h ∈ R^{d×d_k}``, ``W^V_h ∈ R^{d×d_v}``, ``W^O ∈ R^{H·d_v×d}`` (no biases, as
+in the paper's equations). :class:`CorrelationHead` maps ``flatten(O)`` through an MLP with batch
+normalisation to one logit.
+
+Two paths compute the same function:
+
+- :meth:`CorrelationAttention.forward` (``h``, ``z``) uses that M has rank one:
+  ``M W = h (zᵀ W)``, so the three projections cost one ``d × H(2d_k+d_v)`` vector–matrix
+  product and an outer product instead of a ``d×d×H(2d_k+d_v)`` matrix product per sample; the
+  attention itself goes through the fused ``scaled_dot_product_attention``.
+- :meth:`CorrelationAttention.forward_matrix` (``M``) is the general path for any ``[B, d, d]``
+  input (``opeci-inner``'s diagonal matrix, ``rank_one=False`` for measurement) and the reference
+  the tests check the fast path against.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CorrelationAttention(nn.Module):
+    """Multi-head self-attention over the d rows of a ``d×d`` correlation matrix.
+
+    Parameters are stored fused: ``w_qkv`` is ``[d, H·(2·d_k + d_v)]`` with the columns of
+    ``W^Q_1..W^Q_H``, then ``W^K_1..W^K_H``, then ``W^V_1..W^V_H`` (each head's block contiguous),
+    so one matrix product serves all three projections of all heads. ``w_q``, ``w_k``, ``w_v``
+    give the per-head ``[H, d, d_k]`` views.
+
+    Initialisation: Gaussian ``N(0, 1/d)`` for ``W^Q``, ``W^K``, ``W^V`` (the paper says Gaussian
+    and gives no scale; ``1/d`` keeps ``M W`` at the scale of ``M``'s rows so the sigmoids start
+    in their linear range), PyTorch's default (Kaiming-uniform) for ``W^O``.
+
+    ``rank_one`` selects what :meth:`forward` does with ``(h, z)``: the rank-one fast path
+    (default) or building ``M = h zᵀ`` and calling :meth:`forward_matrix` (for measurement).
+    """
+
+    def __init__(
+        self,
+        d: int,
+        n_heads: int = 4,
+        d_k: int = 16,
+        d_v: int = 16,
+        rank_one: bool = True,
+        init_std: float | None = None,
+    ) -> None:
+        super().__init__()
+        if min(d, n_heads, d_k, d_v) < 1:
+            raise ValueError("d, n_heads, d_k and d_v must be positive")
+        self.d, self.n_heads, self.d_k, self.d_v = d, n_heads, d_k, d_v
+        self.rank_one = rank_one
+        self.w_qkv = nn.Parameter(torch.empty(d, n_heads * (2 * d_k + d_v)))
+        self.w_o = nn.Linear(n_heads * d_v, d, bias=False)
+        nn.init.normal_(self.w_qkv, std=init_std if init_std is not None else 1.0 / math.sqrt(d))
+
+    # ------------------------------------------------------------------ per-head views
+    @property
+    def w_q(self) -> torch.Tensor:
+        """``[H, d, d_k]``: ``W^Q_h`` for each head."""
+        hk = self.n_heads * self.d_k
+        return self.w_qkv[:, :hk].reshape(self.d, self.n_heads, self.d_k).transpose(0, 1)
+
+    @property
+    def w_k(self) -> torch.Tensor:
+        hk = self.n_heads * self.d_k
+        return self.w_qkv[:, hk : 2 * hk].reshape(self.d, self.n_heads, self.d_k).transpose(0, 1)
+
+    @property
+    def w_v(self) -> torch.Tensor:
+        hk = self.n_heads * self.d_k
+        return self.w_qkv[:, 2 * hk :].reshape(self.d, self.n_heads, self.d_v).transpose(0, 1)
+
+    # ------------------------------------------------------------------ shared tail
+    def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """``qkv``: ``[B, d, H·(2d_k+d_v)]`` (after the sigmoid) → ``O``: ``[B, d, d]``."""
+        b, d, h = qkv.shape[0], self.d, self.n_heads
+        hk = h * self.d_k
+        q = qkv[..., :hk].reshape(b, d, h, self.d_k).transpose(1, 2)
+        k = qkv[..., hk : 2 * hk].reshape(b, d, h, self.d_k).transpose(1, 2)
+        v = qkv[..., 2 * hk :].reshape(b, d, h, self.d_v).transpose(1, 2)
+        o = F.scaled_dot_product_attention(q, k, v)  # [B, H, d, d_v], scale 1/√d_k
+        o = o.transpose(1, 2).reshape(b, d, h * self.d_v)  # concat over heads
+        return self.w_o(o)
+
+    # ------------------------------------------------------------------ the two paths
+    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``O`` for ``M = h zᵀ``; ``h``, ``z``: ``[B, d]`` → ``[B, d, d]``."""
+        if not self.rank_one:
+            return self.forward_matrix(h.unsqueeze(2) * z.unsqueeze(1))
+        zw = z @ self.w_qkv  # [B, H(2d_k+d_v)] = zᵀ W for every projection and head
+        return self._attend(torch.sigmoid(h.unsqueeze(2) * zw.unsqueeze(1)))
+
+    def forward_matrix(self, m: torch.Tensor) -> torch.Tensor:
+        """``O`` for a general ``M``: ``[B, d, d]`` → ``[B, d, d]``."""
+        return self._attend(torch.sigmoid(m @ self.w_qkv))
+
+
+class CorrelationHead(nn.Module):
+    """``flatten(O)`` (d²) → [Linear → BatchNorm1d → ReLU] per hidden size → Linear → 1 logit."""
+
+    def __init__(self, d: int, hidden: tuple[int, ...] = (256, 64)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = d * d
+        for n in hidden:
+            layers += [nn.Linear(width, n), nn.BatchNorm1d(n), nn.ReLU()]
+            width = n
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, o: torch.Tensor) -> torch.Tensor:
+        """``o``: ``[B, d, d]`` → logits ``[B]``."""
+        return self.mlp(o.reshape(o.shape[0], -1)).squeeze(-1)

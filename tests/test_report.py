@@ -1,0 +1,83 @@
+"""Reports: every format parses back; numbers are the mean ± std of the records."""
+
+from __future__ import annotations
+
+import io
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recbench.data.types import Split
+from recbench.report import build_report, paper_table2, render
+from recbench.runner import RunOptions, run_grid
+
+
+@pytest.fixture(scope="module")
+def results(small_split: Split, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("results")
+    opts = RunOptions(out=out, seeds=(0, 1, 2), protocols=("sampled", "full"), overrides={"bpr": {"epochs": "20"}})
+    run_grid([small_split.dataset], ["itempop", "bpr"], opts, split_loader=lambda _: small_split)
+    return out
+
+
+def test_paper_table_is_data() -> None:
+    p = paper_table2()
+    row = p[(p.dataset == "ml-100k") & (p.metric == "hr@10") & (p.model == "itempop")]
+    assert float(row.paper.iloc[0]) == pytest.approx(0.406)
+    assert len(p) == 4 * 2 * 7
+
+
+def test_csv_roundtrip_and_values(results: Path) -> None:
+    rep = build_report(results, ["hr@10", "ndcg@10"])
+    df = pd.read_csv(io.StringIO(render(rep, "csv")))
+    assert set(df.model) == {"itempop", "bpr[epochs=20]"}
+    assert (df.n_seeds == 3).all()
+    from recbench.results import iter_records
+
+    vals = [r["metrics"]["sampled"]["hr@10"] for r in iter_records(results) if r["model"] == "bpr"]
+    got = df[(df.model == "bpr[epochs=20]") & (df.metric == "hr@10") & (df.protocol == "sampled")]
+    assert got["mean"].iloc[0] == pytest.approx(np.mean(vals))
+    assert got["std"].iloc[0] == pytest.approx(np.std(vals, ddof=1))
+    assert (df.ci95_low <= df["mean"]).all()
+
+
+def test_json_and_html_parse(results: Path) -> None:
+    rep = build_report(results, ["hr@10"])
+    data = json.loads(render(rep, "json"))
+    assert data["rows"] and data["failed"] == []
+
+    class P(HTMLParser):
+        tables = 0
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            if tag == "table":
+                P.tables += 1
+
+    P().feed(render(rep, "html"))
+    assert P.tables == 2  # sampled and full
+
+
+def test_markdown_marks_best(results: Path) -> None:
+    md = render(build_report(results, ["hr@10", "ndcg@10"]), "markdown")
+    assert "**" in md and "| Dataset" in md and "Full ranking" in md
+
+
+def test_latex_is_balanced(results: Path) -> None:
+    tex = render(build_report(results, ["hr@10"]), "latex")
+    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 2
+    assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}")
+    assert "\\toprule" in tex and "\\textbf{" in tex
+
+
+def test_paper_numbers_beside_ours(tmp_path: Path, small_split: Split) -> None:
+    # a dataset named like a paper dataset gets the paper column
+    from dataclasses import replace
+
+    split = replace(small_split, dataset="ml-100k")
+    run_grid(["ml-100k"], ["itempop"], RunOptions(out=tmp_path), split_loader=lambda _: split)
+    md = render(build_report(tmp_path, ["hr@10"]), "markdown")
+    assert "paper 0.406" in md

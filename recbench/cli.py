@@ -162,6 +162,78 @@ def report(
         sys.stdout.write(text)
 
 
+@app.command("fetch")
+def fetch_cmd(
+    name: Annotated[str, typer.Argument(help="Dataset name from datasets.toml (see `recbench datasets`).")],
+    from_: Annotated[str | None, typer.Option("--from", help="Local archive, data file or folder of the archive's contents, or a mirror URL.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild (and re-download) even if the cache is valid.")] = False,
+    data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
+) -> None:
+    """Download (or read --from), verify, parse and cache a dataset; print its statistics."""
+    import warnings
+
+    from recbench.data import DatasetError, UnknownDataset, dataset_info, fetch, load_registry
+
+    try:
+        reg = load_registry()
+    except DatasetError as e:
+        raise fail(str(e)) from None
+    if name not in reg:
+        raise fail(f"unknown dataset {name!r}; valid names: {', '.join(reg)}", code=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            data = fetch(name, source=from_, force=force, data_dir=data_dir, progress=True)
+        except UnknownDataset as e:
+            raise fail(str(e), code=2) from None
+        except DatasetError as e:
+            raise fail(str(e), code=1) from None
+    for w in caught:
+        err.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False, soft_wrap=True)
+    info = dataset_info(name, data_dir) or {}
+    dups = info.get("duplicates_dropped", 0)
+    verified = (info.get("source") or {}).get("verified", "generated locally")
+    Console().print(
+        f"{name}: {data.n_users:,} users, {data.n_items:,} items, {len(data):,} ratings, "
+        f"density {100 * data.density:.2f}%, {dups:,} duplicates dropped ({verified})",
+        highlight=False, markup=False, soft_wrap=True,
+    )
+
+
+@app.command("datasets")
+def datasets_cmd(
+    data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
+) -> None:
+    """List the registry with each dataset's status and, when fetched, its Table-1 statistics."""
+    from rich.table import Table
+
+    from recbench.data import DatasetError, dataset_info, load_dataset, load_registry
+
+    try:
+        reg = load_registry()
+    except DatasetError as e:
+        raise fail(str(e)) from None
+    table = Table(title="recbench datasets")
+    for col in ("dataset", "status", "users", "items", "ratings", "density", "duplicates dropped", "source"):
+        table.add_column(col, justify="right" if col in ("users", "items", "ratings", "density", "duplicates dropped") else "left")
+    for name, spec in reg.items():
+        if spec.is_generated:
+            d = load_dataset(name)
+            stats: dict = {"n_users": d.n_users, "n_items": d.n_items, "n_ratings": len(d), "density": d.density, "duplicates_dropped": 0}
+            status, source = "built-in", "generated locally"
+        else:
+            stats = dataset_info(name, data_dir) or {}
+            status = "fetched" if stats else "not fetched"
+            source = spec.urls[0] if spec.urls and not stats else (stats.get("source") or {}).get("location", "")
+        if stats:
+            row = [f"{stats['n_users']:,}", f"{stats['n_items']:,}", f"{stats['n_ratings']:,}",
+                   f"{100 * stats['density']:.2f}%", f"{stats.get('duplicates_dropped', 0):,}"]
+        else:
+            row = ["", "", "", "", ""]
+        table.add_row(name, status, *row, source)
+    Console().print(table)
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

@@ -213,9 +213,7 @@ def datasets_cmd(
         reg = load_registry()
     except DatasetError as e:
         raise fail(str(e)) from None
-    table = Table(title="recbench datasets")
-    for col in ("dataset", "status", "users", "items", "ratings", "density", "duplicates dropped", "source"):
-        table.add_column(col, justify="right" if col in ("users", "items", "ratings", "density", "duplicates dropped") else "left")
+    rows = []
     for name, spec in reg.items():
         if spec.is_generated:
             d = load_dataset(name)
@@ -230,8 +228,21 @@ def datasets_cmd(
                    f"{100 * stats['density']:.2f}%", f"{stats.get('duplicates_dropped', 0):,}"]
         else:
             row = ["", "", "", "", ""]
-        table.add_row(name, status, *row, source)
-    Console().print(table)
+        rows.append([name, status, *row, source])
+    console = Console()
+    headers: tuple[str, ...] = ("dataset", "status", "users", "items", "ratings", "density", "duplicates dropped", "source")
+    if console.width < 110:  # no room for the source
+        headers, rows = headers[:-1], [r[:-1] for r in rows]
+    table = Table(title="recbench datasets")
+    for k, col in enumerate(headers):
+        width = max([len(r[k]) for r in rows] + [min(len(col), 8)])
+        if col == "source":
+            table.add_column(col, overflow="fold", ratio=1)
+        else:
+            table.add_column(col, justify="left" if k < 2 else "right", min_width=width)
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
 
 
 def main() -> None:  # pragma: no cover - entry point

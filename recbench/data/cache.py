@@ -389,7 +389,12 @@ def load_split(name: str, seed: int = 0, validation: bool = False, n_negatives: 
         except (CacheCorrupt, FileNotFoundError) as exc:
             warnings.warn(DatasetWarning(f"the cached split {path.name} of {name} is corrupted "
                                          f"({exc}); rebuilding it"), stacklevel=2)
-    split = leave_one_out(data, seed=seed, n_negatives=n_negatives, validation=validation)
+    try:
+        split = leave_one_out(data, seed=seed, n_negatives=n_negatives, validation=validation)
+    except DatasetError:
+        raise
+    except ValueError as exc:
+        raise DatasetError(f"{name}: {exc}") from None
     if len(split.test) == 0:
         raise DatasetError(f"no user of {name} has at least {3 if validation else 2} "
                            f"interactions: nothing to evaluate")

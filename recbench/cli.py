@@ -102,7 +102,7 @@ def run(
     from recbench.report import build_report, render
 
     rep = build_report(out, ["hr@10", "ndcg@10"], paper=True)
-    Console().print(render(rep, "markdown"), markup=False, highlight=False)
+    sys.stdout.write(render(rep, "markdown"))
     if from_record is not None:
         new, old_m = records[0].data["metrics"], old.data["metrics"]
         same = new == old_m

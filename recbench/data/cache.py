@@ -217,6 +217,7 @@ def save_interactions(data: Interactions, home: Path, meta: dict[str, Any]) -> d
         "has_timestamps": data.timestamps is not None,
     }
     write_signed_json(d / "interactions.json", meta)
+    write_signed_json(d / "source.json", {"local": (meta.get("source") or {}).get("local")})
     return meta
 
 
@@ -281,10 +282,11 @@ def _not_fetched(name: str) -> DatasetNotFetched:
 
 
 def _rebuild_source(name: str, home: Path) -> str | None:
-    """A local source a corrupted cache can be rebuilt from, if any (verified again by fetch)."""
-    with contextlib.suppress(Exception):
-        doc = json.loads((home / "datasets" / name / "interactions.json").read_bytes())
-        loc = doc["payload"]["source"]["local"]
+    """A local source a corrupted cache can be rebuilt from, if any (verified again by fetch):
+    the local path recorded in ``source.json`` (a file of its own, so that damage to the
+    metadata does not lose it), else the kept download."""
+    with contextlib.suppress(CacheCorrupt, OSError, KeyError, TypeError):
+        loc = read_signed_json(home / "datasets" / name / "source.json")["local"]
         if loc and Path(loc).exists():
             return str(loc)
     spec = get_spec(name)

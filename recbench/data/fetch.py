@@ -180,8 +180,8 @@ def _download(url: str, dest: Path, spec: DatasetSpec, out: _Out) -> _Digests:
                                f"{n:,} bytes ({type(exc).__name__}); retry, or "
                                f"{_offline_hint(name)}") from None
     if total is not None and n != total:
-        raise DatasetError(f"download of {name} from {url} truncated: got {n:,} of {total:,} "
-                           f"bytes; retry, or {_offline_hint(name)}")
+        raise DatasetError(f"download of {name} from {url} truncated: the connection closed "
+                           f"after {n:,} of {total:,} bytes; retry, or {_offline_hint(name)}")
     if n == 0:
         raise DatasetError(f"download of {name} from {url} is empty; {_offline_hint(name)}")
     return _Digests(n, md5.hexdigest(), sha.hexdigest())

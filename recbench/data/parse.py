@@ -79,7 +79,7 @@ def parse_bytes(data: bytes, fmt: FormatSpec, rating_values: tuple[float, ...],
     except (pa.ArrowException, UnicodeError, _FastPathFailed) as exc:
         raise _locate(data, fmt, scale, file, reason=str(exc)) from None
     if table.num_rows == 0:
-        raise ParseError(f"{file}: no rating rows (empty file)", file=file, line=1)
+        raise ParseError(f"{file}: no rating rows (empty file)", file=file)
     try:
         return _convert(table, fmt, scale, file)
     except _FastPathFailed as exc:
@@ -224,6 +224,6 @@ def _locate(data: bytes, fmt: FormatSpec, scale: np.ndarray, file: str, reason: 
             ):
                 return err(lineno, f"timestamp {value[:40]!r} is not an integer")
     if not seen_row:
-        return ParseError(f"{file}: no rating rows (empty file)", file=file, line=1)
+        return ParseError(f"{file}: no rating rows (empty file)", file=file)
     first = reason.strip().splitlines()[0][:200] if reason.strip() else "unknown error"
     return ParseError(f"{file}: cannot parse ({first})", file=file)

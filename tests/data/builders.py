@@ -3,6 +3,7 @@ registry entry (added through ``RECBENCH_DATASETS``). Never the real data sets."
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from dataclasses import dataclass
@@ -100,3 +101,20 @@ class Tiny:
         entry = tiny_entry(**overrides)
         self.registry.write_text(toml_dumps({"tiny": entry}))
         monkeypatch.setenv("RECBENCH_DATASETS", str(self.registry))
+
+
+def build_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overrides: Any) -> Tiny:
+    """The tiny data set as a folder and a zip under ``tmp_path``, registered (through
+    ``RECBENCH_DATASETS``) with the zip's checksums and ``overrides``."""
+    rows = tiny_rows()
+    data = tsv(rows)
+    folder = tmp_path / "src"
+    (folder / "tiny").mkdir(parents=True)
+    (folder / "tiny" / "ratings.tsv").write_bytes(data)
+    archive = tmp_path / "tiny.zip"
+    archive.write_bytes(zip_bytes({"tiny/ratings.tsv": data, "tiny/README": b"tiny\n"}))
+    blob = archive.read_bytes()
+    t = Tiny(rows, data, folder, archive, tmp_path / "extra.toml",
+             hashlib.md5(blob).hexdigest(), hashlib.sha256(blob).hexdigest())
+    t.register(monkeypatch, **{"md5": t.md5, "sha256": t.sha256, **overrides})
+    return t

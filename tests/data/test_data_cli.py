@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from recbench.cli import app
 
-from .builders import Tiny
+from .builders import Tiny, tiny_entry, toml_dumps
 
 runner = CliRunner()
 
@@ -59,3 +59,18 @@ def test_fetch_warning_is_shown(tiny: Tiny, monkeypatch: pytest.MonkeyPatch) -> 
     res = runner.invoke(app, ["fetch", "tiny", "--from", str(tiny.folder)])
     assert res.exit_code == 0
     assert "warning: tiny: expected 25 users, parsed 20" in _flat(res.output)
+
+
+@pytest.mark.parametrize("command", [["datasets"], ["fetch", "tiny"], ["fetch", "ml-100k"]])
+def test_bad_registry_entry_is_one_line_and_writes_nothing(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           command: list[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(toml_dumps({"tiny": tiny_entry(archive="rar")}))
+    monkeypatch.setenv("RECBENCH_DATASETS", str(bad))
+    home = tmp_path / "home"
+    res = runner.invoke(app, [*command, "--data-dir", str(home)], env={"COLUMNS": "300"})
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "archive: 'rar' is not one of: zip, file" in lines[0]
+    assert not home.exists()

@@ -7,12 +7,18 @@ import paths. Add a model by importing its class and adding one line.
 from __future__ import annotations
 
 from baselines.bpr import BPR
+from baselines.cml import CML
+from baselines.dmf import DMF
 from baselines.itempop import ItemPop
+from baselines.ncf import NCF
 from recbench.models.base import ConfigError, Model
 
 MODELS: dict[str, type[Model]] = {
     "itempop": ItemPop,
     "bpr": BPR,
+    "ncf": NCF,
+    "dmf": DMF,
+    "cml": CML,
 }
 
 

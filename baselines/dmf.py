@@ -1,0 +1,207 @@
+"""DMF (Xue, Dai, Zhang, Huang and Chen, "Deep Matrix Factorization Models for Recommender
+Systems", IJCAI 2017).
+
+User i is represented by its row ``Y_i*`` of the interaction matrix and item j by its column
+``Y_*j`` (``Y_ij`` = the rating when observed, else 0). Each side goes through its own tower
+(paper eq. 11–12, defaults ``hidden = (256,)`` and ``embedding_size = 64``, i.e. [256, 64])::
+
+    l_1 = W_1 x                      (no bias, no activation: a linear map of the sparse row)
+    l_k = ReLU(W_k l_{k-1} + b_k)    (the later layers; the last one is the latent vector)
+
+The prediction is the cosine similarity ``ŷ = cos(p_i, q_j)``, clamped below at 1e-6 (eq. 13, so
+the log of the loss stays finite), and the loss is the paper's normalised cross-entropy with
+target ``Y_ij / max(R)`` for a positive and 0 for a sampled negative (eq. 14). Adam, learning
+rate 1e-4, batch 256, 7 negatives per positive, parameters drawn from N(0, 0.01²) (biases zero).
+
+Implementation: ``W_1 x`` for a sparse row is an ``nn.EmbeddingBag(mode="sum")`` over the row's
+nonzero columns with the ratings as per-sample weights. The CSR/CSC arrays live on the device and
+each batch gathers only its own rows and columns, so no dense users × items matrix is ever built
+(Yelp's would be 660M floats). For scoring, the user and item vectors are computed once per
+evaluation pass (cached until the parameters change) and a score is a dot product of normalised
+vectors.
+
+Where we interpreted:
+
+- **Label leakage, inherent in DMF.** During training, the row of user i used for the positive
+  pair (i, j) contains ``Y_ij`` itself (and item j's column contains it too); the paper builds its
+  inputs from the full training matrix this way, and so do we, unchanged. At test time the
+  held-out item is never in the row, so the model is evaluated honestly, but part of what it
+  learns in training is to recognise a pair's own entry in its input.
+- The paper's ``l_1`` has no activation before the next layer ("two ReLU layers" in most
+  reimplementations means the later layers). We follow the equations.
+- Scores are the raw cosine (the 1e-6 clamp is only applied inside the loss, so ranking ties are
+  not created by it); with ReLU outputs the cosine is in [0, 1] anyway.
+- ``epochs`` = 20 (the paper does not state a number; see the report for what more epochs do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from recbench.data.types import TrainData
+from recbench.training import TorchModel
+
+COS_MIN = 1e-6
+
+
+@dataclass(frozen=True)
+class DMFConfig:
+    embedding_size: int = 64  # last layer of each tower: the latent vector
+    hidden: tuple[int, ...] = (256,)  # the tower's earlier layers (first = W_1, no bias)
+    epochs: int = 20
+    batch_size: int = 256
+    learning_rate: float = 1e-4
+    reg: float = 0.0
+    n_negatives: int = 7
+    init_std: float = 0.01
+
+
+class SparseRows(nn.Module):
+    """The rows of a fixed sparse matrix as device tensors, gathered per batch (no densifying)."""
+
+    def __init__(self, m: sp.csr_matrix) -> None:
+        super().__init__()
+        m = sp.csr_matrix(m)
+        self.n_cols = m.shape[1]
+        self.register_buffer("indptr", torch.from_numpy(m.indptr.astype(np.int64)), persistent=False)
+        self.register_buffer("indices", torch.from_numpy(m.indices.astype(np.int64)), persistent=False)
+        self.register_buffer("data", torch.from_numpy(m.data.astype(np.float32)), persistent=False)
+
+    def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(column ids, values, bag offsets, bag of each nonzero)`` of ``rows``, flat."""
+        start = self.indptr[rows]
+        lens = self.indptr[rows + 1] - start
+        ends = torch.cumsum(lens, 0)
+        total = int(ends[-1]) if len(rows) else 0
+        offsets = ends - lens
+        pos = torch.repeat_interleave(start - offsets, lens, output_size=total)
+        pos += torch.arange(total, device=rows.device)
+        bag = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), lens, output_size=total)
+        return self.indices[pos], self.data[pos], offsets, bag
+
+
+class _SparseRowsTimesW(torch.autograd.Function):
+    """``S W`` for the sparse batch matrix S (rows = bags) and a dense weight ``W``.
+
+    Forward is ``embedding_bag(sum, per_sample_weights)``. Backward computes ``∂W = Sᵀ G`` as
+    another ``embedding_bag``: the nonzeros sorted by column are the bags and the rows of ``G``
+    are gathered. On CPU this is ~3x faster than ``embedding_bag``'s own backward (measured on
+    ml-100k batches: 1.3 vs 4.4 ms), and it is deterministic on every device (no atomics).
+    """
+
+    @staticmethod
+    def forward(ctx, weight, cols, vals, offsets, bag):  # type: ignore[override]
+        ctx.save_for_backward(cols, vals, bag)
+        ctx.n_cols = weight.shape[0]
+        return torch.nn.functional.embedding_bag(cols, weight, offsets, mode="sum", per_sample_weights=vals)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        cols, vals, bag = ctx.saved_tensors
+        order = torch.sort(cols.to(torch.int32), stable=False)[1]
+        counts = torch.bincount(cols, minlength=ctx.n_cols)
+        offsets = torch.cumsum(counts, 0) - counts
+        grad_w = torch.nn.functional.embedding_bag(
+            bag[order], grad_out.contiguous(), offsets, mode="sum", per_sample_weights=vals[order]
+        )
+        return grad_w, None, None, None, None
+
+
+class Tower(nn.Module):
+    """``l_1 = W_1 x`` (a sparse row times ``W_1``), then ReLU layers."""
+
+    def __init__(self, rows: SparseRows, layers: tuple[int, ...], std: float) -> None:
+        super().__init__()
+        self.rows = rows
+        self.first = nn.Parameter(torch.empty(rows.n_cols, layers[0]))
+        nn.init.normal_(self.first, std=std)
+        mods: list[nn.Module] = []
+        for a, b in zip(layers[:-1], layers[1:], strict=True):
+            lin = nn.Linear(a, b)
+            nn.init.normal_(lin.weight, std=std)
+            nn.init.zeros_(lin.bias)
+            mods += [lin, nn.ReLU()]
+        self.mlp = nn.Sequential(*mods)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Tower outputs for ``ids``; each distinct id is computed once."""
+        uniq, inverse = torch.unique(ids, return_inverse=True)
+        cols, vals, offsets, bag = self.rows.gather(uniq)
+        out = self.mlp(_SparseRowsTimesW.apply(self.first, cols, vals, offsets, bag))
+        return out[inverse]
+
+    def forward_all(self, ids: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`forward` for distinct ``ids`` (inference; no dedup needed)."""
+        cols, vals, offsets, _ = self.rows.gather(ids)
+        return self.mlp(torch.nn.functional.embedding_bag(cols, self.first, offsets, mode="sum", per_sample_weights=vals))
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+class DMFModule(nn.Module):
+    def __init__(self, train: TrainData, layers: tuple[int, ...], std: float) -> None:
+        super().__init__()
+        csr = train.csr
+        self.user_tower = Tower(SparseRows(csr), layers, std)
+        self.item_tower = Tower(SparseRows(train.csc.T.tocsr()), layers, std)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity, clamped below at 1e-6 (the training prediction)."""
+        p = _normalise(self.user_tower(users))
+        q = _normalise(self.item_tower(items))
+        return (p * q).sum(1).clamp_min(COS_MIN)
+
+
+class DMF(TorchModel):
+    """DMF (see the module docstring)."""
+
+    name: ClassVar[str] = "dmf"
+    Config: ClassVar[type] = DMFConfig
+    sampling = "pointwise"
+    target = "nce"
+    output = "prob"  # the base class's loss clamps the top at 1 - 1e-7
+    factor_chunk: ClassVar[int] = 4096
+
+    def __init__(self, config: Any | None = None) -> None:
+        super().__init__(config)
+        self._factors: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def build_module(self, train: TrainData) -> nn.Module:
+        cfg = self.config
+        return DMFModule(train, (*cfg.hidden, cfg.embedding_size), cfg.init_std)
+
+    def invalidate_cache(self) -> None:
+        self._factors = None
+
+    @torch.no_grad()
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised user and item vectors of every user and item (cached until training)."""
+        if self._factors is None:
+            assert isinstance(self.module, DMFModule)
+            self.module.eval()
+
+            def run(tower: Tower, n: int) -> torch.Tensor:
+                ids = torch.arange(n, device=self.device)
+                return torch.cat([_normalise(tower.forward_all(ids[s : s + self.factor_chunk])) for s in range(0, n, self.factor_chunk)])
+
+            self._factors = (run(self.module.user_tower, self.n_users), run(self.module.item_tower, self.n_items))
+        return self._factors
+
+    @torch.no_grad()
+    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        p, q = self.factors()
+        return (p[users] * q[items]).sum(1)
+
+    def _score_matrix(self, users: np.ndarray) -> np.ndarray:
+        p, q = self.factors()
+        with torch.no_grad():
+            u = torch.from_numpy(users).to(self.device)
+            return (p[u] @ q.T).float().cpu().numpy()

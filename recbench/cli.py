@@ -172,6 +172,8 @@ def fetch_cmd(
     """Download (or read --from), verify, parse and cache a dataset; print its statistics."""
     import warnings
 
+    from rich.markup import escape
+
     from recbench.data import DatasetError, UnknownDataset, dataset_info, fetch, load_registry
 
     try:
@@ -189,7 +191,7 @@ def fetch_cmd(
         except DatasetError as e:
             raise fail(str(e), code=1) from None
     for w in caught:
-        err.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/yellow] {escape(str(w.message))}", highlight=False, soft_wrap=True)
     info = dataset_info(name, data_dir) or {}
     dups = info.get("duplicates_dropped", 0)
     verified = (info.get("source") or {}).get("verified", "generated locally")

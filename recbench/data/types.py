@@ -28,7 +28,7 @@ def _hash_arrays(*arrays: np.ndarray | None) -> str:
 class Interactions:
     """A preprocessed data set: one row per (user, item) pair, ids contiguous in 0..n-1.
 
-    ``order`` is the position of the row in the source file, used to break timestamp ties.
+    Rows keep the source file's order, which breaks timestamp ties in the split.
     ``rating_values`` is the declared rating scale (e.g. 1..5, or FilmTrust's 0.5..4.0).
     """
 

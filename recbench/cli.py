@@ -27,8 +27,51 @@ err = Console(stderr=True)
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error and return the Exit to raise."""
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def _build_report(results: Path, metrics: list[str], paper: bool):
+    """``build_report``, printing each skipped (truncated, invalid) record as one warning line."""
+    import warnings
+
+    from rich.text import Text
+
+    from recbench.report import build_report
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rep = build_report(results, metrics, paper)
+    for w in caught:
+        err.print(Text.assemble(("warning:", "yellow"), f" {w.message}"), highlight=False, soft_wrap=True)
+    return rep
+
+
+def _parse_seeds(value: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in _csv(value))
+    except ValueError:
+        raise ConfigError(f"--seeds {value!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds:
+        raise ConfigError(f"--seeds {value!r}: no seed given; e.g. --seeds 0,1,2")
+    return seeds
+
+
+def _check_run_options(out: Path, device: str) -> None:
+    """Fail before any work (and before anything is written) on an unusable --out or --device."""
+    import re
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    if device != "auto" and device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise ConfigError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N, auto")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: no CUDA device is available here; valid: cpu, auto")
 
 
 def _csv(value: str | None) -> list[str]:
@@ -70,7 +113,15 @@ def run(
     from recbench.progress import RichReporter
     from recbench.registry import parse_model_list
     from recbench.results import read_record
-    from recbench.runner import RunOptions, options_from_record, parse_overrides, run_grid
+    from recbench.runner import (
+        RunOptions,
+        default_split_loader,
+        options_from_record,
+        parse_overrides,
+        run_grid,
+        validate_overrides,
+        versions,
+    )
 
     try:
         if from_record is not None:
@@ -82,7 +133,7 @@ def run(
             datasets = _csv(dataset) or _default_datasets(data_dir)
             protos = ("sampled", "full") if protocol == Protocol.both else (protocol.value,)
             opts = RunOptions(
-                seeds=tuple(int(s) for s in _csv(seeds)),
+                seeds=_parse_seeds(seeds),
                 protocols=protos,
                 overrides=parse_overrides(set_ or []),
                 out=out,
@@ -94,14 +145,30 @@ def run(
                 early_stopping=early_stopping,
                 data_dir=data_dir,
             )
+        # every configuration check before the first fetch or write: a bad value writes nothing
+        _check_run_options(out, opts.device)
+        validate_overrides(names, opts.overrides)
         _check_datasets(datasets, data_dir)
+        split_loader = None
+        if from_record is not None:
+            split = default_split_loader(opts)(ds)
+            if split.fingerprint != old.data.get("split"):
+                raise ConfigError(
+                    f"{from_record}: the split of {ds!r} is now {split.fingerprint[:16]}, the record's is "
+                    f"{str(old.data.get('split'))[:16]} (the data or the split code changed): cannot rerun it exactly"
+                )
+            now = versions()
+            changed = {k: (v, now.get(k)) for k, v in (old.data.get("versions") or {}).items() if now.get(k) != v}
+            if changed:
+                err.print("[yellow]library versions differ from the record's; results may differ:[/yellow] " + ", ".join(f"{k} {a} → {b}" for k, (a, b) in changed.items()), highlight=False, soft_wrap=True)
+            split_loader = lambda _name: split  # noqa: E731 - the split just checked
         with RichReporter(err) as reporter:
-            records = run_grid(datasets, names, opts, reporter)
+            records = run_grid(datasets, names, opts, reporter, split_loader)
     except (ConfigError, ValueError) as e:
         raise fail(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-    from recbench.report import build_report, render
+    from recbench.report import render
 
-    rep = build_report(out, ["hr@10", "ndcg@10"], paper=True)
+    rep = _build_report(out, ["hr@10", "ndcg@10"], paper=True)
     sys.stdout.write(render(rep, "markdown"))
     if from_record is not None:
         new, old_m = records[0].data["metrics"], old.data["metrics"]
@@ -146,7 +213,7 @@ def report(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
 ) -> None:
     """A Table-2-style table from the result records (mean ± std over seeds)."""
-    from recbench.report import build_report, render
+    from recbench.report import render
 
     metrics = [m if "@" in m else f"{m}@10" for m in _csv(metric)]
     for m in metrics:
@@ -154,7 +221,7 @@ def report(
             raise fail(f"unknown metric {m!r}; valid: hr@K, ndcg@K")
     if not (results / "records").exists():
         raise fail(f"no result records under {results}/records; run `recbench run` first")
-    text = render(build_report(results, metrics, paper), format.value, paper)
+    text = render(_build_report(results, metrics, paper), format.value, paper)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)

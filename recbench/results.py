@@ -1,15 +1,19 @@
 """Result records: one JSON file per (dataset, model, config, seed), with the per-user ranks in a
 side ``.npz`` file, written atomically so a crash never leaves a half record that is trusted.
 
-Layout: ``OUT/records/<dataset>/<model>/seed<seed>-<key>.json`` and ``...-<key>.ranks.npz``.
-The ranks file is written first and its sha256 is stored in the JSON, which is written last
-(temp name, fsync, ``os.replace``): a JSON that parses and whose ranks file matches its hash is a
-finished record; anything else is reported and skipped. Unique names per key and atomic renames
-make concurrent writers safe.
+Layout: ``OUT/records/<dataset>/<model>/seed<seed>-<key>.json`` and
+``...-<key>.<sha256 prefix>.ranks.npz``. The ranks file is written first, under a name derived
+from its content, and its sha256 is stored in the JSON, which is written last (temp name, fsync,
+``os.replace``): a JSON that parses and whose ranks file matches its hash is a finished record;
+anything else is reported and skipped. Because a ranks file is never overwritten with other
+content, two writers of one cell (or a crash during a ``--force`` rewrite) can never leave a JSON
+pointing at another write's ranks. The runner also holds a per-cell file lock (:func:`cell_lock`)
+so that concurrent ``recbench run`` processes do each cell once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 SCHEMA = 1
 
@@ -83,14 +88,17 @@ def record_paths(out: Path, dataset: str, model: str, seed: int, key: str) -> tu
 def write_record(out: Path, rec: Record) -> Path:
     """Write ranks then JSON, each atomically; returns the JSON path."""
     d = rec.data
-    jpath, rpath = record_paths(out, d["dataset"], d["model"], d["seed"], d["key"])
+    jpath, _ = record_paths(out, d["dataset"], d["model"], d["seed"], d["key"])
     if rec.ranks:
         buf = io.BytesIO()
         np.savez_compressed(buf, users=np.asarray(rec.users, dtype=np.int32), **{k.replace("/", "__"): v.astype(np.int32) for k, v in rec.ranks.items()})
         blob = buf.getvalue()
+        digest = hashlib.sha256(blob).hexdigest()
+        # named by content: never overwritten with other bytes, so a JSON always finds its own
+        rpath = jpath.with_name(f"{jpath.stem}.{digest[:16]}.ranks.npz")
         _atomic_write_bytes(rpath, blob)
         d["ranks_file"] = rpath.name
-        d["ranks_sha256"] = hashlib.sha256(blob).hexdigest()
+        d["ranks_sha256"] = digest
     else:
         d["ranks_file"] = None
         d["ranks_sha256"] = None
@@ -101,6 +109,29 @@ def write_record(out: Path, rec: Record) -> Path:
 
 
 _REQUIRED = ("schema", "key", "status", "dataset", "model", "seed", "config", "metrics")
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "schema": int, "key": str, "status": str, "dataset": str, "model": str, "seed": int,
+    "config": dict, "metrics": dict,
+}
+
+
+def _type_problems(data: dict[str, Any]) -> list[str]:
+    """Fields of the wrong type (a record that parses but would crash a reader)."""
+    bad = [k for k, t in _TYPES.items() if not isinstance(data[k], t) or (t is int and isinstance(data[k], bool))]
+    if data["status"] not in ("ok", "failed"):
+        bad.append("status")
+    protos = data.get("protocols", [])
+    if not isinstance(protos, list) or not all(isinstance(p, str) for p in protos):
+        bad.append("protocols")
+    if isinstance(data["metrics"], dict) and not all(
+        isinstance(m, dict) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in m.values())
+        for m in data["metrics"].values()
+    ):
+        bad.append("metrics")
+    rf = data.get("ranks_file")
+    if rf is not None and (not isinstance(rf, str) or "/" in rf or "\\" in rf or rf.startswith(".")):
+        bad.append("ranks_file")
+    return bad
 
 
 def read_record(path: Path, with_ranks: bool = True) -> Record:
@@ -111,6 +142,9 @@ def read_record(path: Path, with_ranks: bool = True) -> Record:
         raise ValueError(f"{path}: not a valid JSON record ({e})") from None
     if not isinstance(data, dict) or any(k not in data for k in _REQUIRED):
         raise ValueError(f"{path}: missing fields {[k for k in _REQUIRED if k not in data] if isinstance(data, dict) else 'all'}")
+    bad = _type_problems(data)
+    if bad:
+        raise ValueError(f"{path}: invalid fields {bad}")
     if data["schema"] != SCHEMA:
         raise ValueError(f"{path}: schema {data['schema']} (this recbench reads {SCHEMA})")
     rec = Record(data=data, path=path)
@@ -122,9 +156,15 @@ def read_record(path: Path, with_ranks: bool = True) -> Record:
             raise ValueError(f"{path}: ranks file {rpath.name} is missing") from None
         if hashlib.sha256(blob).hexdigest() != data.get("ranks_sha256"):
             raise ValueError(f"{path}: ranks file {rpath.name} does not match its hash")
-        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-            rec.users = z["users"]
-            rec.ranks = {k.replace("__", "/"): z[k] for k in z.files if k != "users"}
+        try:
+            with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+                rec.users = z["users"]
+                rec.ranks = {k.replace("__", "/"): z[k] for k in z.files if k != "users"}
+        except Exception as e:  # not an npz, object arrays (pickles are never loaded), ...
+            raise ValueError(f"{path}: ranks file {rpath.name} is unreadable ({type(e).__name__}: {e})") from None
+        arrays = [rec.users, *rec.ranks.values()]
+        if any(a.ndim != 1 or a.dtype.kind not in "iu" or len(a) != len(rec.users) for a in arrays):
+            raise ValueError(f"{path}: ranks file {rpath.name} holds arrays of the wrong shape or type")
     return rec
 
 
@@ -147,7 +187,45 @@ def find_record(out: Path, dataset: str, model: str, seed: int, key: str) -> Rec
     if not jpath.exists():
         return None
     try:
-        return read_record(jpath, with_ranks=True)
+        rec = read_record(jpath, with_ranks=True)
     except ValueError as e:
         warnings.warn(f"will redo: {e}", RecordWarning, stacklevel=2)
         return None
+    ident = (rec["key"], rec["dataset"], rec["model"], rec["seed"])
+    if ident != (key, dataset, model, seed):
+        warnings.warn(f"will redo: {jpath} holds another cell {ident}", RecordWarning, stacklevel=2)
+        return None
+    return rec
+
+
+@contextlib.contextmanager
+def cell_lock(out: Path, dataset: str, model: str, seed: int, key: str, on_wait: Any = None) -> Iterator[None]:
+    """Hold the cell's file lock (an OS lock: a killed holder releases it). ``on_wait()`` is called
+    once if another process holds it, before blocking until it is free."""
+    jpath, _ = record_paths(out, dataset, model, seed, key)
+    jpath.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(jpath.with_name(f".{jpath.stem}.lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait()
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def remove_stale_files(jpath: Path) -> list[Path]:
+    """Under the cell lock: delete this cell's ranks files the JSON does not reference (left by a
+    ``--force`` rewrite) and temp files of killed writers. Returns what was removed."""
+    current = None
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+        current = json.loads(jpath.read_text()).get("ranks_file")
+    stem = jpath.stem
+    stale = [p for p in jpath.parent.glob(f"{stem}.*ranks.npz") if p.name != current]
+    stale += list(jpath.parent.glob(f".{stem}.*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

@@ -30,7 +30,14 @@ from recbench.eval import metrics as M
 from recbench.eval.evaluator import PROTOCOLS, evaluate
 from recbench.models.base import ConfigError, FitContext, Model, apply_overrides, config_to_dict
 from recbench.registry import get_model_class
-from recbench.results import Record, find_record, record_key, write_record
+from recbench.results import (
+    Record,
+    cell_lock,
+    find_record,
+    record_key,
+    remove_stale_files,
+    write_record,
+)
 
 
 @dataclass(frozen=True)
@@ -177,7 +184,25 @@ def seed_everything(seed: int) -> np.random.Generator:
 def run_cell(
     split: Split, model_name: str, seed: int, opts: RunOptions, reporter: Reporter | None = None
 ) -> Record:
-    """Fit and evaluate one (dataset, model, seed) cell and write its record."""
+    """Fit and evaluate one (dataset, model, seed) cell and write its record, holding the cell's
+    file lock so that concurrent runs on one results folder do each cell once (the second finds
+    the first's record and skips it)."""
+    key = record_key(cell_identity(split, build_model(model_name, opts.overrides.get(model_name)), seed, opts))
+
+    def waiting() -> None:
+        if reporter is not None:
+            reporter.phase(f"waiting: another run holds {split.dataset} · {model_name} · seed {seed}")
+
+    with cell_lock(opts.out, split.dataset, model_name, seed, key, on_wait=waiting):
+        rec = _run_cell(split, model_name, seed, opts, reporter)
+        if rec.path is not None:
+            remove_stale_files(rec.path)
+        return rec
+
+
+def _run_cell(
+    split: Split, model_name: str, seed: int, opts: RunOptions, reporter: Reporter | None = None
+) -> Record:
     reporter = reporter or Reporter()
     model = build_model(model_name, opts.overrides.get(model_name))
     ident = cell_identity(split, model, seed, opts)

@@ -314,6 +314,47 @@ def datasets_cmd(
     console.print(table)
 
 
+@app.command("bench")
+def bench_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset to benchmark on.")] = "synthetic",
+    models: Annotated[str | None, typer.Option("--models", "-m", help="Comma-separated model names; default: all.")] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs per fit (0: each model's configured default).")] = 1,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    repeats: Annotated[int, typer.Option(help="Fresh fits per model; medians are reported.")] = 3,
+    protocol: Annotated[Protocol, typer.Option(help="Evaluation protocol(s) to time.")] = Protocol.both,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: MODEL.PARAM=VALUE (repeatable).")] = None,
+    threads: Annotated[int, typer.Option(help="torch intra-op threads (0: torch's default).")] = 0,
+    validation: Annotated[bool, typer.Option(help="Hold out a validation item too (trains on the same pairs as RecBole's leave-one-out).")] = False,
+    flops: Annotated[bool, typer.Option("--flops/--no-flops", help="Count FLOPs per training sample.")] = True,
+    matmul_n: Annotated[int, typer.Option(help="Size of the square fp32 matmul timed as the peak (0: 2048 on CPU, 8192 on CUDA).")] = 0,
+    out: Annotated[Path, typer.Option(help="Folder for the JSON record and markdown table.")] = Path("results/bench"),
+    data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
+) -> None:
+    """Training samples/s, s/epoch, evaluation time, memory, parameters and FLOP efficiency."""
+    from recbench.bench import BenchOptions, render_markdown, run_bench, write_bench
+    from recbench.registry import parse_model_list
+    from recbench.runner import parse_overrides
+
+    try:
+        names = parse_model_list(models)
+        opts = BenchOptions(
+            epochs=epochs or None, repeats=repeats, device=device,
+            protocols=("sampled", "full") if protocol == Protocol.both else (protocol.value,),
+            overrides=parse_overrides(set_ or []), out=out, data_dir=data_dir,
+            validation=validation, flops=flops, threads=threads or None, matmul_n=matmul_n or None,
+        )
+        _check_datasets([dataset], data_dir)
+        record = run_bench(dataset, names, opts, on_model=lambda r: err.print(
+            f"{r['model']}: {r['status']}" + (f" ({r['error']})" if r["error"] else ""), highlight=False))
+    except (ConfigError, ValueError) as e:
+        raise fail(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    path, _md = write_bench(record, out)
+    Console().print(render_markdown(record), markup=False, highlight=False, soft_wrap=True)
+    err.print(f"wrote {path} and {path.with_suffix('.md')}", highlight=False)
+    if any(r["status"] != "ok" for r in record["models"]):
+        raise typer.Exit(1)
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

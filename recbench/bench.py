@@ -477,9 +477,36 @@ def run_bench(
         },
         "hardware": hardware(opts.device),
         "versions": versions(),
+        "git": _git_state(),
         "load_average": _loadavg(),
         "matmul_peak": {"start": peak_start, "end": peak_end, "flops_per_s": peak},
         "models": results,
+    }
+
+
+def _git_state() -> dict[str, Any] | None:
+    """The checkout's commit and modified files (the code a benchmark ran), when in a git tree."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return {
+        "commit": commit.stdout.strip(),
+        "modified": [ln[3:] for ln in status.stdout.splitlines()],
     }
 
 

@@ -36,6 +36,7 @@ Where we interpreted:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -69,11 +70,17 @@ class SparseRows(nn.Module):
         super().__init__()
         m = sp.csr_matrix(m)
         self.n_cols = m.shape[1]
-        self.register_buffer("indptr", torch.from_numpy(m.indptr.astype(np.int64)), persistent=False)
-        self.register_buffer("indices", torch.from_numpy(m.indices.astype(np.int64)), persistent=False)
+        self.register_buffer(
+            "indptr", torch.from_numpy(m.indptr.astype(np.int64)), persistent=False
+        )
+        self.register_buffer(
+            "indices", torch.from_numpy(m.indices.astype(np.int64)), persistent=False
+        )
         self.register_buffer("data", torch.from_numpy(m.data.astype(np.float32)), persistent=False)
 
-    def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def gather(
+        self, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(column ids, values, bag offsets, bag of each nonzero)`` of ``rows``, flat."""
         start = self.indptr[rows]
         lens = self.indptr[rows + 1] - start
@@ -82,7 +89,9 @@ class SparseRows(nn.Module):
         offsets = ends - lens
         pos = torch.repeat_interleave(start - offsets, lens, output_size=total)
         pos += torch.arange(total, device=rows.device)
-        bag = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), lens, output_size=total)
+        bag = torch.repeat_interleave(
+            torch.arange(len(rows), device=rows.device), lens, output_size=total
+        )
         return self.indices[pos], self.data[pos], offsets, bag
 
 
@@ -99,7 +108,9 @@ class _SparseRowsTimesW(torch.autograd.Function):
     def forward(ctx, weight, cols, vals, offsets, bag):  # type: ignore[override]
         ctx.save_for_backward(cols, vals, bag)
         ctx.n_cols = weight.shape[0]
-        return torch.nn.functional.embedding_bag(cols, weight, offsets, mode="sum", per_sample_weights=vals)
+        return torch.nn.functional.embedding_bag(
+            cols, weight, offsets, mode="sum", per_sample_weights=vals
+        )
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
@@ -122,7 +133,7 @@ class Tower(nn.Module):
         self.first = nn.Parameter(torch.empty(rows.n_cols, layers[0]))
         nn.init.normal_(self.first, std=std)
         mods: list[nn.Module] = []
-        for a, b in zip(layers[:-1], layers[1:], strict=True):
+        for a, b in itertools.pairwise(layers):
             lin = nn.Linear(a, b)
             nn.init.normal_(lin.weight, std=std)
             nn.init.zeros_(lin.bias)
@@ -139,7 +150,11 @@ class Tower(nn.Module):
     def forward_all(self, ids: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`forward` for distinct ``ids`` (inference; no dedup needed)."""
         cols, vals, offsets, _ = self.rows.gather(ids)
-        return self.mlp(torch.nn.functional.embedding_bag(cols, self.first, offsets, mode="sum", per_sample_weights=vals))
+        return self.mlp(
+            torch.nn.functional.embedding_bag(
+                cols, self.first, offsets, mode="sum", per_sample_weights=vals
+            )
+        )
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -190,9 +205,17 @@ class DMF(TorchModel):
 
             def run(tower: Tower, n: int) -> torch.Tensor:
                 ids = torch.arange(n, device=self.device)
-                return torch.cat([_normalise(tower.forward_all(ids[s : s + self.factor_chunk])) for s in range(0, n, self.factor_chunk)])
+                return torch.cat(
+                    [
+                        _normalise(tower.forward_all(ids[s : s + self.factor_chunk]))
+                        for s in range(0, n, self.factor_chunk)
+                    ]
+                )
 
-            self._factors = (run(self.module.user_tower, self.n_users), run(self.module.item_tower, self.n_items))
+            self._factors = (
+                run(self.module.user_tower, self.n_users),
+                run(self.module.item_tower, self.n_items),
+            )
         return self._factors
 
     @torch.no_grad()

@@ -30,6 +30,7 @@ Where we interpreted / implementation notes:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -82,7 +83,7 @@ class NeuMFModule(nn.Module):
         nn.init.normal_(self.item.weight, std=0.01)
         layers: list[nn.Module] = []
         if self.m:
-            for a, b in zip(mlp_layers[:-1], mlp_layers[1:], strict=True):
+            for a, b in itertools.pairwise(mlp_layers):
                 lin = nn.Linear(a, b)
                 _lecun_uniform(lin)
                 layers += [lin, nn.ReLU()]
@@ -120,7 +121,9 @@ class NCF(TorchModel):
 
     def build_module(self, train: TrainData) -> nn.Module:
         cfg = self.config
-        mod = NeuMFModule(train.n_users, train.n_items, cfg.embedding_size, tuple(cfg.mlp_layers), self.branches)
+        mod = NeuMFModule(
+            train.n_users, train.n_items, cfg.embedding_size, tuple(cfg.mlp_layers), self.branches
+        )
         if self._init_from is not None:
             self._load_pretrained(mod, *self._init_from)
         return mod
@@ -143,10 +146,14 @@ class NCF(TorchModel):
             return super().optimizer()
         assert self.module is not None
         return torch.optim.SGD(
-            self.module.parameters(), lr=self.config.pretrain_learning_rate, weight_decay=self.config.reg
+            self.module.parameters(),
+            lr=self.config.pretrain_learning_rate,
+            weight_decay=self.config.reg,
         )
 
-    def fit(self, train: TrainData, rng: np.random.Generator, ctx: FitContext | None = None) -> None:
+    def fit(
+        self, train: TrainData, rng: np.random.Generator, ctx: FitContext | None = None
+    ) -> None:
         self._init_from = None
         if self.branches == "neumf" and self.config.pretrain:
             ctx = ctx or FitContext()

@@ -1,0 +1,240 @@
+"""The shared PyTorch training loop: sampling, targets, the NaN guard, early stopping, seeding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from recbench.data.types import Split, TrainData
+from recbench.models.base import FitContext, ModelError
+from recbench.registry import MODELS
+from recbench.training import TorchModel, sample_negatives
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    embedding_size: int = 8
+    epochs: int = 3
+    batch_size: int = 128
+    learning_rate: float = 0.01
+    reg: float = 0.0
+    n_negatives: int = 2
+
+
+class ToyModule(nn.Module):
+    def __init__(self, n_users: int, n_items: int, d: int) -> None:
+        super().__init__()
+        self.user = nn.Embedding(n_users, d)
+        self.item = nn.Embedding(n_items, d)
+        nn.init.normal_(self.user.weight, std=0.1)
+        nn.init.normal_(self.item.weight, std=0.1)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return (self.user(users) * self.item(items)).sum(1)
+
+
+class Toy(TorchModel):
+    """A dot-product model that records what the loop hands it."""
+
+    name: ClassVar[str] = "toy"
+    Config: ClassVar[type] = ToyConfig
+
+    def __init__(self, config: Any | None = None) -> None:
+        super().__init__(config)
+        self.seen: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
+        self.fit_train: TrainData | None = None
+
+    def build_module(self, train: TrainData) -> nn.Module:
+        self.fit_train = train
+        return ToyModule(train.n_users, train.n_items, self.config.embedding_size)
+
+    def batch_loss(self, users, items, targets, negatives=None):  # type: ignore[no-untyped-def]
+        self.seen.append(
+            (
+                users.numpy().copy(),
+                items.numpy().copy(),
+                targets.numpy().copy(),
+                None if negatives is None else negatives.numpy().copy(),
+            )
+        )
+        if negatives is None:
+            return super().batch_loss(users, items, targets)
+        pos = self.forward(users, items)
+        neg = self.forward(
+            users.unsqueeze(1).expand_as(negatives).reshape(-1), negatives.reshape(-1)
+        )
+        return -torch.nn.functional.logsigmoid(pos.unsqueeze(1) - neg.view(negatives.shape)).mean()
+
+
+class ToyNCE(Toy):
+    target = "nce"
+
+
+class ToyPairwise(Toy):
+    sampling = "pairwise"
+
+
+def _seen(model: Toy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tuple(np.concatenate([s[k] for s in model.seen]) for k in range(3))  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def test_sampler_never_returns_a_training_positive(small_split: Split) -> None:
+    train = small_split.train
+    rng = np.random.default_rng(0)
+    negs = sample_negatives(train, train.users, 5, rng)
+    assert negs.shape == (len(train), 5)
+    assert not train.contains(np.repeat(train.users, 5), negs.ravel()).any()
+    assert negs.min() >= 0 and negs.max() < train.n_items
+
+
+def test_sampler_with_a_nearly_full_row() -> None:
+    """A user who interacted with all items but two only ever gets those two."""
+    n_items = 50
+    users = np.zeros(n_items - 2, np.int32)
+    items = np.arange(2, n_items, dtype=np.int32)
+    train = TrainData(users, items, np.ones(len(users), np.float32), 1, n_items, (1.0,))
+    negs = sample_negatives(train, np.zeros(200, np.int64), 3, np.random.default_rng(1))
+    assert set(np.unique(negs)) == {0, 1}
+
+
+def test_training_data_holds_no_held_out_pair(small_split: Split) -> None:
+    """What ``fit`` receives (the split's train) contains no test or validation pair."""
+    m = Toy(ToyConfig(epochs=1))
+    m.fit(small_split.train, np.random.default_rng(0))
+    assert m.fit_train is small_split.train
+    assert small_split.validation is not None
+    for held in (small_split.test, small_split.validation):
+        assert not m.fit_train.contains(held.users, held.items).any()
+    # and the loop never trains on them either: every positive instance is a training pair
+    users, items, targets = _seen(m)
+    assert m.fit_train.contains(users[targets > 0], items[targets > 0]).all()
+
+
+# ----------------------------------------------------------------------------- instances
+
+
+@pytest.mark.parametrize("n_neg", [1, 4])
+def test_pointwise_epoch_instances_and_bce_targets(tiny_split: Split, n_neg: int) -> None:
+    train = tiny_split.train
+    m = Toy(ToyConfig(epochs=1, n_negatives=n_neg, batch_size=64))
+    m.fit(train, np.random.default_rng(0))
+    users, items, targets = _seen(m)
+    n = len(train) * (1 + n_neg)
+    assert len(users) in (n, n - 1)  # the loop drops one instance rather than a batch of one
+    assert all(len(s[0]) <= 64 for s in m.seen)
+    pos = targets == 1
+    assert set(np.unique(targets)) == {0.0, 1.0}
+    assert pos.sum() >= len(train) - 1
+    assert train.contains(users[pos], items[pos]).all()
+    assert not train.contains(users[~pos], items[~pos]).any()
+    # every user's negatives: n_neg per positive
+    counts = np.bincount(users[~pos], minlength=train.n_users)
+    assert np.abs(counts - n_neg * train.user_counts).max() <= 1
+
+
+def test_nce_targets_are_rating_over_max(tiny_split: Split) -> None:
+    train = tiny_split.train
+    m = ToyNCE(ToyConfig(epochs=1, n_negatives=2))
+    m.fit(train, np.random.default_rng(0))
+    users, items, targets = _seen(m)
+    pos = train.contains(users, items)
+    assert (targets[~pos] == 0).all()
+    rating = {
+        (int(u), int(i)): float(r)
+        for u, i, r in zip(train.users, train.items, train.ratings, strict=True)
+    }
+    expect = np.array(
+        [
+            rating[(int(u), int(i))] / train.max_rating
+            for u, i in zip(users[pos], items[pos], strict=True)
+        ]
+    )
+    np.testing.assert_allclose(targets[pos], expect, rtol=1e-6)
+    assert targets[pos].min() > 0 and targets[pos].max() == 1.0
+
+
+def test_pairwise_batches_carry_negatives(tiny_split: Split) -> None:
+    train = tiny_split.train
+    m = ToyPairwise(ToyConfig(epochs=2, n_negatives=3, batch_size=50))
+    m.fit(train, np.random.default_rng(0))
+    per_epoch = sum(len(s[0]) for s in m.seen) / 2
+    assert per_epoch in (len(train), len(train) - 1)
+    for users, items, _, negs in m.seen:
+        assert negs is not None and negs.shape == (len(users), 3)
+        assert train.contains(users, items).all()
+        assert not train.contains(np.repeat(users, 3), negs.ravel()).any()
+
+
+# ----------------------------------------------------------------------------- guards
+
+
+def test_nan_loss_raises_model_error(tiny_split: Split) -> None:
+    m = Toy(ToyConfig(epochs=5, learning_rate=1e38))
+    with pytest.raises(ModelError, match="loss is"):
+        m.fit(tiny_split.train, np.random.default_rng(0))
+
+
+def test_same_seed_same_scores_other_seed_differs(tiny_split: Split) -> None:
+    users = np.repeat(tiny_split.test.users, 3)
+    items = tiny_split.test.candidates[:, :3].ravel()
+    out = []
+    for seed in (3, 3, 4):
+        m = Toy(ToyConfig(epochs=2))
+        m.fit(tiny_split.train, np.random.default_rng(seed))
+        out.append(m.score(users, items))
+    np.testing.assert_array_equal(out[0], out[1])
+    assert not np.array_equal(out[0], out[2])
+
+
+def test_early_stopping_restores_best_validation_epoch(tiny_split: Split) -> None:
+    """Validation decides (never test); the weights of the best validation epoch come back."""
+    val_curve = [0.1, 0.5, 0.2, 0.3, 0.1, 0.9]
+    test_curve = [0.9, 0.1, 0.95, 0.99, 0.99, 0.99]  # would pick other epochs if it were used
+    calls: list[str] = []
+    weights: list[dict[str, torch.Tensor]] = []  # what the evaluation saw, per epoch
+
+    def evaluate(model: Any, role: str) -> dict[str, float]:
+        calls.append(role)
+        if role == "test":  # the loop records test first, then validation, every epoch
+            weights.append({k: v.clone() for k, v in model.module.state_dict().items()})
+        curve = val_curve if role == "validation" else test_curve
+        return {"ndcg@10": curve[len(weights) - 1], "hr@10": 0.0}
+
+    m = Toy(ToyConfig(epochs=6))
+    ctx = FitContext(eval_every=1, early_stopping_patience=2, evaluate=evaluate)
+    m.fit(tiny_split.train, np.random.default_rng(0), ctx)
+    assert m.module is not None
+    epochs = [h for h in ctx.history if "epoch" in h]
+    assert [h["epoch"] for h in epochs] == [1, 2, 3, 4]  # 2 epochs without a better validation
+    assert [h["test"]["ndcg@10"] for h in epochs] == test_curve[:4]  # recorded, not used
+    assert ctx.history[-1] == {"best_epoch": 2, "best_validation": 0.5}
+    assert calls == ["test", "validation"] * 4
+    for k, v in m.module.state_dict().items():
+        torch.testing.assert_close(v, weights[1][k], rtol=0, atol=0)
+    assert any(not torch.equal(v, weights[3][k]) for k, v in m.module.state_dict().items())
+
+
+def test_early_stopping_without_test_evaluation(tiny_split: Split) -> None:
+    calls: list[str] = []
+
+    def evaluate(model: Any, role: str) -> dict[str, float]:
+        calls.append(role)
+        return {"ndcg@10": 1.0 / len(calls)}  # only ever gets worse
+
+    ctx = FitContext(early_stopping_patience=1, evaluate=evaluate)
+    Toy(ToyConfig(epochs=5)).fit(tiny_split.train, np.random.default_rng(0), ctx)
+    assert calls == ["validation", "validation"]
+    assert ctx.history[-1]["best_epoch"] == 1
+
+
+@pytest.mark.parametrize("name", ["ncf", "dmf", "cml", "cadncf"])
+def test_registered(name: str) -> None:
+    assert name in MODELS and issubclass(MODELS[name], TorchModel)

@@ -201,10 +201,14 @@ def find_record(out: Path, dataset: str, model: str, seed: int, key: str) -> Rec
 @contextlib.contextmanager
 def cell_lock(out: Path, dataset: str, model: str, seed: int, key: str, on_wait: Any = None) -> Iterator[None]:
     """Hold the cell's file lock (an OS lock: a killed holder releases it). ``on_wait()`` is called
-    once if another process holds it, before blocking until it is free."""
-    jpath, _ = record_paths(out, dataset, model, seed, key)
-    jpath.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(jpath.with_name(f".{jpath.stem}.lock")))
+    once if another process holds it, before blocking until it is free. Lock files live under
+    ``OUT/.locks/`` (which git ignores by itself), never beside the records."""
+    locks = out / ".locks"
+    path = locks / dataset / model / f"seed{seed}-{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not (locks / ".gitignore").exists():
+        _atomic_write_bytes(locks / ".gitignore", b"*\n")
+    lock = FileLock(str(path))
     try:
         lock.acquire(timeout=0)
     except Timeout:

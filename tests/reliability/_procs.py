@@ -9,11 +9,14 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
-from typer.testing import CliRunner
+import pytest
+import torch
+from typer.testing import CliRunner, Result
 
 from recbench.cli import app
 from recbench.results import Record, RecordWarning, iter_records, read_record
@@ -127,6 +130,26 @@ def leftovers(out: Path) -> dict[str, list[str]]:
 
 
 _runner = CliRunner()
+
+
+@contextmanager
+def home(path: Path) -> Iterator[None]:
+    """RECBENCH_HOME set to ``path`` for an in-process command (module-scoped fixtures run
+    outside the per-test home of ``tests/conftest.py``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECBENCH_HOME", str(path))
+        yield
+
+
+def cli(args: Sequence[str]) -> Result:
+    """The real ``recbench`` command, in this process (no start-up cost), with one torch thread
+    like the subprocesses of :func:`child_env`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _runner.invoke(app, [str(a) for a in args])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def report_csv(out: Path) -> str:

@@ -41,7 +41,7 @@ class FaultEntry:
     test: str
     observed: list[str] = field(default_factory=list)
     counted: bool = True  # False: a verification step listed beside the faults, not a fault
-    outcome: str = "running"  # passed | failed | running
+    outcome: str = "running"  # passed | failed | known gap (xfail) | running
     error: str | None = None
     seconds: float = 0.0
 
@@ -89,7 +89,12 @@ def fault(request: pytest.FixtureRequest):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]):
     report = yield
-    if report.failed:
+    if getattr(report, "wasxfail", None) is not None:  # an expected failure: a known gap
+        for e in _ENTRIES:
+            if e.test == item.nodeid:
+                e.outcome = "known gap"
+                e.error = e.error or report.wasxfail
+    elif report.failed:
         for e in _ENTRIES:
             if e.test == item.nodeid and e.outcome != "failed":
                 e.outcome = "failed"

@@ -7,6 +7,7 @@ import paths. Add a model by importing its class and adding one line.
 from __future__ import annotations
 
 from baselines.bpr import BPR
+from baselines.cadncf import CADNCF
 from baselines.cml import CML
 from baselines.dmf import DMF
 from baselines.itempop import ItemPop
@@ -19,6 +20,7 @@ MODELS: dict[str, type[Model]] = {
     "ncf": NCF,
     "dmf": DMF,
     "cml": CML,
+    "cadncf": CADNCF,
 }
 
 

@@ -19,8 +19,9 @@ Two paths compute the same function:
   product and an outer product instead of a ``d×d×H(2d_k+d_v)`` matrix product per sample; the
   attention itself goes through the fused ``scaled_dot_product_attention``.
 - :meth:`CorrelationAttention.forward_matrix` (``M``) is the general path for any ``[B, d, d]``
-  input (``opeci-inner``'s diagonal matrix, ``rank_one=False`` for measurement) and the reference
-  the tests check the fast path against.
+  input (``rank_one=False`` for measurement) and the reference the tests check the fast paths
+  against; :meth:`CorrelationAttention.forward_diagonal` is the fast path for a diagonal M
+  (``opeci-inner``).
 """
 
 from __future__ import annotations
@@ -106,6 +107,11 @@ class CorrelationAttention(nn.Module):
     def forward_matrix(self, m: torch.Tensor) -> torch.Tensor:
         """``O`` for a general ``M``: ``[B, d, d]`` → ``[B, d, d]``."""
         return self._attend(torch.sigmoid(m @ self.w_qkv))
+
+    def forward_diagonal(self, s: torch.Tensor) -> torch.Tensor:
+        """``O`` for a diagonal ``M = diag(s)``, ``s``: ``[B, d]`` (``opeci-inner``):
+        ``diag(s) W`` scales row r of W by ``s_r``, again with no ``d×d×k`` product."""
+        return self._attend(torch.sigmoid(s.unsqueeze(2) * self.w_qkv))
 
 
 class CorrelationHead(nn.Module):

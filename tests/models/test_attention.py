@@ -82,3 +82,12 @@ def test_head_gives_one_logit_per_row() -> None:
     assert n_bn == 2
     head.eval()
     assert head(torch.randn(1, 6, 6)).shape == (1,)
+
+
+def test_diagonal_fast_path_matches_general() -> None:
+    torch.manual_seed(2)
+    block = CorrelationAttention(8, n_heads=2, d_k=4, d_v=4)
+    s = torch.randn(3, 8)
+    torch.testing.assert_close(
+        block.forward_diagonal(s), block.forward_matrix(torch.diag_embed(s)), atol=1e-5, rtol=1e-5
+    )

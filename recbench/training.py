@@ -115,6 +115,10 @@ class TorchModel(BaseModel):
     def after_step(self) -> None:
         """Hook after each optimiser step (CML clips embeddings to the unit ball here)."""
 
+    def after_epoch(self, train: TrainData, rng: np.random.Generator) -> None:
+        """Hook after each epoch's last step, before any evaluation; counted in the epoch's
+        seconds (OPECI re-estimates its batch-norm statistics here)."""
+
     def invalidate_cache(self) -> None:
         """Called whenever parameters are about to change (start of every epoch)."""
 
@@ -166,6 +170,7 @@ class TorchModel(BaseModel):
             self.module.train()
             t0 = time.perf_counter()
             loss_sum, n_batches, n_samples = self._run_epoch(train, rng, opt, epoch, ctx)
+            self.after_epoch(train, rng)
             seconds = time.perf_counter() - t0
             info: dict[str, Any] = {
                 "epoch": epoch,

@@ -69,30 +69,37 @@ class SparseRows(nn.Module):
     def __init__(self, m: sp.csr_matrix) -> None:
         super().__init__()
         m = sp.csr_matrix(m)
-        self.n_cols = m.shape[1]
+        self.n_rows, self.n_cols = m.shape
         self.register_buffer(
             "indptr", torch.from_numpy(m.indptr.astype(np.int64)), persistent=False
         )
+        # int32 column ids: half the memory traffic of the per-batch gathers and the sort
         self.register_buffer(
-            "indices", torch.from_numpy(m.indices.astype(np.int64)), persistent=False
+            "indices", torch.from_numpy(m.indices.astype(np.int32)), persistent=False
         )
         self.register_buffer("data", torch.from_numpy(m.data.astype(np.float32)), persistent=False)
 
     def gather(
         self, rows: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(column ids, values, bag offsets, bag of each nonzero)`` of ``rows``, flat."""
+        """``(column ids, values, bag offsets, bag of each nonzero)`` of ``rows``, flat (ids,
+        offsets and bags int32)."""
         start = self.indptr[rows]
         lens = self.indptr[rows + 1] - start
         ends = torch.cumsum(lens, 0)
         total = int(ends[-1]) if len(rows) else 0
         offsets = ends - lens
-        pos = torch.repeat_interleave(start - offsets, lens, output_size=total)
-        pos += torch.arange(total, device=rows.device)
         bag = torch.repeat_interleave(
-            torch.arange(len(rows), device=rows.device), lens, output_size=total
+            torch.arange(len(rows), device=rows.device, dtype=torch.int32), lens, output_size=total
         )
-        return self.indices[pos], self.data[pos], offsets, bag
+        # index_select: several times faster than advanced indexing for 1-D gathers on CPU
+        pos = (start - offsets).index_select(0, bag) + torch.arange(total, device=rows.device)
+        return (
+            self.indices.index_select(0, pos),
+            self.data.index_select(0, pos),
+            offsets.to(torch.int32),
+            bag,
+        )
 
 
 class _SparseRowsTimesW(torch.autograd.Function):
@@ -115,13 +122,33 @@ class _SparseRowsTimesW(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         cols, vals, bag = ctx.saved_tensors
-        order = torch.sort(cols.to(torch.int32), stable=False)[1]
-        counts = torch.bincount(cols, minlength=ctx.n_cols)
-        offsets = torch.cumsum(counts, 0) - counts
-        grad_w = torch.nn.functional.embedding_bag(
-            bag[order], grad_out.contiguous(), offsets, mode="sum", per_sample_weights=vals[order]
+        with torch.no_grad():  # the forward-only kernel: no autograd buffers
+            return (
+                _SparseRowsTimesW._grad_weight(ctx.n_cols, cols, vals, bag, grad_out),
+                None,
+                None,
+                None,
+                None,
+            )
+
+    @staticmethod
+    def _grad_weight(
+        n_cols: int,
+        cols: torch.Tensor,
+        vals: torch.Tensor,
+        bag: torch.Tensor,
+        grad_out: torch.Tensor,
+    ) -> torch.Tensor:
+        order = torch.sort(cols, stable=False)[1]
+        counts = torch.bincount(cols, minlength=n_cols).to(torch.int32)
+        offsets = torch.cumsum(counts, 0, dtype=torch.int32) - counts
+        return torch.nn.functional.embedding_bag(
+            bag.index_select(0, order),
+            grad_out.contiguous(),
+            offsets,
+            mode="sum",
+            per_sample_weights=vals.index_select(0, order),
         )
-        return grad_w, None, None, None, None
 
 
 class Tower(nn.Module):
@@ -145,7 +172,7 @@ class Tower(nn.Module):
         uniq, inverse = torch.unique(ids, return_inverse=True)
         cols, vals, offsets, bag = self.rows.gather(uniq)
         out = self.mlp(_SparseRowsTimesW.apply(self.first, cols, vals, offsets, bag))
-        return out[inverse]
+        return out.index_select(0, inverse)  # backward: index_add, no sort
 
     def forward_all(self, ids: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`forward` for distinct ``ids`` (inference; no dedup needed)."""

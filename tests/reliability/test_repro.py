@@ -143,3 +143,16 @@ def test_from_record_refuses_what_it_cannot_rerun(fault: Any, twin_runs: tuple[P
         assert needle in line, line
         assert not out.exists()
         f.observed(f"exit 2, nothing written: “{line}”")
+
+
+def test_from_record_made_with_other_library_versions(fault: Any, twin_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    with fault("`--from-record` of a record made with other library versions (torch 1.0.0, implicit 0.1.0)", "reproducibility") as f:
+        src = _by_cell(twin_runs[0])["bpr", 0]
+        old = dict(src["versions"], torch="1.0.0", implicit="0.1.0")
+        path = _edited_record(src, tmp_path, versions=old)
+        r = cli(["run", "--from-record", path, "--out", tmp_path / "out"])
+        assert r.exit_code == 0, r.output
+        line = next(ln for ln in r.stderr.splitlines() if "versions differ" in ln)
+        assert "torch 1.0.0 →" in line and "implicit 0.1.0 →" in line
+        assert "identical metrics to the record" in r.stderr
+        f.observed(f"reruns it and warns first: “{line}”; then reports whether the metrics are identical (here they are)")

@@ -44,6 +44,7 @@ from ._procs import (
     json_records,
     leftovers,
     report_csv,
+    report_frame,
     snapshot,
     spawn,
 )
@@ -91,6 +92,14 @@ def _assert_untouched(before: dict[str, str], out: Path) -> None:
     after = snapshot(out)
     changed = [k for k, v in before.items() if after.get(k) != v]
     assert not changed, f"finished records changed or vanished: {changed}"
+
+
+def _reported_cells(out: Path) -> int:
+    """How many (model, seed) cells `recbench report` counts: must be exactly the finished ones."""
+    if not json_records(out):
+        return 0
+    df = report_frame(report_csv(out))
+    return int(df[(df.protocol == "sampled") & (df.metric == "hr@10")].n_seeds.sum())
 
 
 def _skipped_lines(log: str) -> int:
@@ -141,13 +150,15 @@ def test_kill9_at_random_points(fault: Any, reference: Reference, tmp_path: Path
             before = _finished_json(out)
             p = spawn(grid_args(out), tmp_path / f"kill{i}.log")
             t0 = time.perf_counter()
-            if i == 0:  # anywhere from interpreter start-up through the split build to the first cells
-                time.sleep(rng.uniform(0.05, 3.0 + reference.seconds))
+            if i == 0:  # anywhere from interpreter start-up through the split build to the first record
+                deadline = t0 + rng.uniform(0.05, 4.0)
+                while time.perf_counter() < deadline and not json_records(out) and p.poll() is None:
+                    time.sleep(0.005)
             else:  # once the next record is finished, at a random point of the cell after it
                 target = n_done + 1
                 while len(json_records(out)) < target and p.poll() is None:
                     time.sleep(0.005)
-                time.sleep(rng.uniform(0.0, 1.5 * reference.cell_seconds))
+                time.sleep(rng.uniform(0.0, max(0.05, 1.5 * reference.cell_seconds)))
             at = time.perf_counter() - t0
             if p.poll() is None:
                 os.kill(p.pid, signal.SIGKILL)
@@ -155,6 +166,7 @@ def test_kill9_at_random_points(fault: Any, reference: Reference, tmp_path: Path
             rc = p.wait(timeout=60)
             recs = finished_records(out)  # every JSON on disk is complete and valid
             _assert_untouched(before, out)
+            assert _reported_cells(out) == len(recs)
             left = leftovers(out)
             state = (
                 f"killed {at:.2f} s after start (seed {seed})" if rc == -signal.SIGKILL
@@ -162,7 +174,7 @@ def test_kill9_at_random_points(fault: Any, reference: Reference, tmp_path: Path
             )
             f.observed(
                 f"{state}: {len(recs)} of {N_CELLS} records on disk, every one complete and valid "
-                f"(no record warning), the {n_done} finished before untouched; "
+                f"(no record warning) and counted by `report`, the {n_done} finished before untouched; "
                 f"{len(left['tmp'])} temp file(s) and {len(left['orphan_ranks'])} ranks file(s) "
                 f"without a JSON left by the dead writer, which no reader treats as a record"
             )
@@ -194,11 +206,12 @@ def test_kill9_at_each_point_of_the_write_protocol(fault: Any, reference: Refere
             expected = n_done + (2 if (kind, point) == ("json", "after") else 1)
             assert len(recs) == expected
             _assert_untouched(before, out)
+            assert _reported_cells(out) == len(recs)
             left = leftovers(out)
             f.observed(
                 f"the first record of the process is finished and valid, the killed one "
                 f"{'is finished too (its JSON was in place)' if expected == n_done + 2 else 'does not exist as a record'}; "
-                f"{len(recs)} records on disk, all valid, earlier ones untouched; "
+                f"{len(recs)} records on disk, all valid and exactly those counted by `report`, earlier ones untouched; "
                 f"{len(left['tmp'])} temp and {len(left['orphan_ranks'])} orphan ranks file(s) ignored by readers"
             )
     with fault("clean rerun after the write-point kills", "runs", counted=False) as f:

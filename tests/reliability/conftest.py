@@ -1,4 +1,5 @@
-"""Reliability suite plumbing: the ``fault`` recorder and helpers to run ``recbench`` for real.
+"""Reliability suite plumbing: the ``fault`` recorder (helpers to run ``recbench`` for real are
+in ``_procs.py``; ``_killer.py`` SIGKILLs a run at an exact point of the record writes).
 
 Every fault a test injects is recorded with the ``fault`` fixture::
 
@@ -12,12 +13,19 @@ do (``observed``; several calls are joined) and whether the expectation held (th
 and the test both passed). With ``RECBENCH_FAULT_LOG=PATH`` set, the entries are written to PATH
 as JSON at the end of the session; ``python -m tests.reliability.make_doc`` runs the suite that
 way and renders ``docs/reliability.md`` from the log, so the table comes from the tests.
+Categories used by the table, in order: downloads, parsers, cache, runs, models, configuration,
+reproducibility, security (others are appended). ``fault(name, category, counted=False)`` lists a
+verification step (e.g. the clean rerun after a series of kills) without counting it as a fault.
+
+Set ``RECBENCH_KILL_SEED`` to replay the random kill points of ``test_runs.py`` (the seed is in
+each kill's row of the table).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -56,8 +64,10 @@ class FaultRecorder:
         self.entry = entry
 
     def observed(self, text: str) -> None:
-        """Record what the product did (in words a reader of docs/reliability.md understands)."""
-        self.entry.observed.append(" ".join(str(text).split()))
+        """Record what the product did (in words a reader of docs/reliability.md understands).
+        pytest's temporary folders are shortened to ``$TMP``."""
+        text = re.sub(r"/\S*?/pytest-of-[^/\s]+/pytest-\d+/[^/\s]+", "$TMP", str(text))
+        self.entry.observed.append(" ".join(text.split()))
 
 
 @pytest.fixture
@@ -93,7 +103,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]):
         for e in _ENTRIES:
             if e.test == item.nodeid:
                 e.outcome = "known gap"
-                e.error = e.error or report.wasxfail
+                e.error = report.wasxfail.removeprefix("reason: ")
     elif report.failed:
         for e in _ENTRIES:
             if e.test == item.nodeid and e.outcome != "failed":

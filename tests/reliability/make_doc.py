@@ -26,6 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "reliability.md"
 CATEGORIES = ["downloads", "parsers", "cache", "runs", "models", "configuration", "reproducibility", "security"]
+SUMMARY = {"passed": "held", "failed": "FAILED", "known gap": "known gaps (expected failures)", "running": "did not finish"}
 MARK = {"passed": "✅ held", "failed": "❌ FAILED", "known gap": "⚠️ known gap", "running": "? did not finish"}
 
 
@@ -74,7 +75,7 @@ def render(log: dict[str, Any], seconds: float | None = None) -> str:
         "*held* means the test's expectations were met.",
         "",
         f"**{len(counted)} faults injected**: "
-        + ", ".join(f"{n} {MARK.get(k, k).split(' ', 1)[1]}" for k, n in sorted(by_outcome.items()))
+        + ", ".join(f"{n} {SUMMARY.get(k, k)}" for k, n in sorted(by_outcome.items(), key=lambda kv: kv[0] != "passed"))
         + ". "
         + (
             "No injected fault lost or corrupted a finished result: after every crash all finished "

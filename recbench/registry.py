@@ -13,6 +13,7 @@ from baselines.dmf import DMF
 from baselines.itempop import ItemPop
 from baselines.ncf import NCF
 from recbench.models.base import ConfigError, Model
+from recbench.models.opeci import OPECI, OPECIInner, OPECIMeanBoth, OPECIMeanItem, OPECIMeanUser
 
 MODELS: dict[str, type[Model]] = {
     "itempop": ItemPop,
@@ -21,6 +22,11 @@ MODELS: dict[str, type[Model]] = {
     "dmf": DMF,
     "cml": CML,
     "cadncf": CADNCF,
+    "opeci": OPECI,
+    "opeci-inner": OPECIInner,
+    "opeci-i": OPECIMeanItem,
+    "opeci-u": OPECIMeanUser,
+    "opeci-iu": OPECIMeanBoth,
 }
 
 

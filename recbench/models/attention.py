@@ -85,33 +85,107 @@ class CorrelationAttention(nn.Module):
         return self.w_qkv[:, 2 * hk :].reshape(self.d, self.n_heads, self.d_v).transpose(0, 1)
 
     # ------------------------------------------------------------------ shared tail
-    def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
-        """``qkv``: ``[B, d, H·(2d_k+d_v)]`` (after the sigmoid) → ``O``: ``[B, d, d]``."""
-        b, d, h = qkv.shape[0], self.d, self.n_heads
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x``: ``[B, d, H·(2d_k+d_v)]`` → Q, K, V as ``[B, H, d, ·]``."""
+        b, d, h = x.shape[0], self.d, self.n_heads
         hk = h * self.d_k
-        q = qkv[..., :hk].reshape(b, d, h, self.d_k).transpose(1, 2)
-        k = qkv[..., hk : 2 * hk].reshape(b, d, h, self.d_k).transpose(1, 2)
-        v = qkv[..., 2 * hk :].reshape(b, d, h, self.d_v).transpose(1, 2)
-        o = F.scaled_dot_product_attention(q, k, v)  # [B, H, d, d_v], scale 1/√d_k
-        o = o.transpose(1, 2).reshape(b, d, h * self.d_v)  # concat over heads
+        q, k, v = x.split([hk, hk, h * self.d_v], dim=-1)
+        q = q.reshape(b, d, h, self.d_k).transpose(1, 2)
+        k = k.reshape(b, d, h, self.d_k).transpose(1, 2)
+        v = v.reshape(b, d, h, self.d_v).transpose(1, 2)
+        return q, k, v
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Q, K, V ``[B, H, d, ·]`` (after the sigmoid) → ``O``: ``[B, d, d]``."""
+        if q.dtype == torch.bfloat16 and q.device.type == "cpu":
+            # PyTorch's CPU flash kernel is slow in bf16; batched matmuls are fast there
+            b, h, d, dk = q.shape
+            scores = torch.baddbmm(
+                q.new_empty(b * h, d, d),
+                q.reshape(b * h, d, dk),
+                k.reshape(b * h, d, dk).transpose(1, 2),
+                beta=0.0,
+                alpha=1.0 / math.sqrt(self.d_k),
+            )
+            o = torch.bmm(torch.softmax(scores, dim=-1), v.reshape(b * h, d, -1)).view(b, h, d, -1)
+        else:
+            o = F.scaled_dot_product_attention(q, k, v)  # [B, H, d, d_v], scale 1/√d_k
+        b, d = o.shape[0], self.d
+        o = o.transpose(1, 2).reshape(b, d, self.n_heads * self.d_v)  # concat over heads
         return self.w_o(o)
 
-    # ------------------------------------------------------------------ the two paths
+    @staticmethod
+    def _low_precision() -> torch.dtype | None:
+        """bf16 when running under CPU autocast to bf16 (the fast path's compute dtype)."""
+        if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
+            return torch.bfloat16
+        return None
+
+    # ------------------------------------------------------------------ the paths
     def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``O`` for ``M = h zᵀ``; ``h``, ``z``: ``[B, d]`` → ``[B, d, d]``."""
         if not self.rank_one:
             return self.forward_matrix(h.unsqueeze(2) * z.unsqueeze(1))
-        zw = z @ self.w_qkv  # [B, H(2d_k+d_v)] = zᵀ W for every projection and head
-        return self._attend(torch.sigmoid(h.unsqueeze(2) * zw.unsqueeze(1)))
+        b, hh = h.shape[0], self.n_heads
+        zw = z.float() @ self.w_qkv  # [B, H(2d_k+d_v)] = zᵀ W for every projection and head
+        out = self._low_precision() or h.dtype
+        if self.d_k == self.d_v:
+            # one [B, 3H, d, d_k] tensor, already in the heads-first layout attention wants
+            s = rank_one_sigmoid(h.float(), zw.view(b, 3 * hh, self.d_k), out)
+            q, k, v = s.split(hh, dim=1)
+        else:
+            hk = hh * self.d_k
+            qk = rank_one_sigmoid(h.float(), zw[:, : 2 * hk].reshape(b, 2 * hh, self.d_k), out)
+            q, k = qk.split(hh, dim=1)
+            v = rank_one_sigmoid(h.float(), zw[:, 2 * hk :].reshape(b, hh, self.d_v), out)
+        return self._attend(q, k, v)
 
     def forward_matrix(self, m: torch.Tensor) -> torch.Tensor:
         """``O`` for a general ``M``: ``[B, d, d]`` → ``[B, d, d]``."""
-        return self._attend(torch.sigmoid(m @ self.w_qkv))
+        x = torch.sigmoid(m @ self.w_qkv)
+        return self._attend(*self._heads(x.to(self._low_precision() or x.dtype)))
 
     def forward_diagonal(self, s: torch.Tensor) -> torch.Tensor:
         """``O`` for a diagonal ``M = diag(s)``, ``s``: ``[B, d]`` (``opeci-inner``):
         ``diag(s) W`` scales row r of W by ``s_r``, again with no ``d×d×k`` product."""
-        return self._attend(torch.sigmoid(s.unsqueeze(2) * self.w_qkv))
+        x = torch.sigmoid(s.unsqueeze(2) * self.w_qkv)
+        return self._attend(*self._heads(x.to(self._low_precision() or x.dtype)))
+
+
+class _RankOneSigmoid(torch.autograd.Function):
+    """``S[b, c, r, k] = sigmoid(h[b, r] · a[b, c, k])`` in one pass, written in the layout
+    attention reads (``[B, C, d, k]``); the backward reduces ``g·S(1−S)`` against ``a`` and
+    ``h`` with batched matrix–vector products instead of materialising two more full-size
+    products."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, a: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        h, a = h.float(), a.float()
+        b, c, k = a.shape
+        s = torch.empty(b, c, h.shape[1], k, dtype=h.dtype, device=h.device)
+        torch.mul(h[:, None, :, None], a[:, :, None, :], out=s)
+        s.sigmoid_()
+        s = s.to(out_dtype)
+        ctx.save_for_backward(h, a, s)
+        return s
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        h, a, s = ctx.saved_tensors
+        b, c, k = a.shape
+        d = h.shape[1]
+        gp = torch.ops.aten.sigmoid_backward(g.to(s.dtype), s).float().view(b * c, d, k)
+        gh = torch.bmm(gp, a.reshape(b * c, k, 1)).view(b, c, d).sum(1)
+        hx = h[:, None, None, :].expand(b, c, 1, d).reshape(b * c, 1, d)
+        ga = torch.bmm(hx, gp).view(b, c, k)
+        return gh, ga, None
+
+
+def rank_one_sigmoid(
+    h: torch.Tensor, a: torch.Tensor, out_dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``sigmoid(h ⊗ a)``: ``h`` ``[B, d]``, ``a`` ``[B, C, k]`` → ``[B, C, d, k]``."""
+    return _RankOneSigmoid.apply(h, a, out_dtype or h.dtype)
 
 
 class CorrelationHead(nn.Module):
@@ -128,5 +202,11 @@ class CorrelationHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, o: torch.Tensor) -> torch.Tensor:
-        """``o``: ``[B, d, d]`` → logits ``[B]``."""
-        return self.mlp(o.reshape(o.shape[0], -1)).squeeze(-1)
+        """``o``: ``[B, d, d]`` → logits ``[B]``. Under autocast the Linear layers run in low
+        precision; batch norm and the output always see float32."""
+        x = o.reshape(o.shape[0], -1)
+        for layer in self.mlp:
+            x = layer(x)
+            if isinstance(layer, nn.Linear):
+                x = x.float()
+        return x.squeeze(-1)

@@ -99,6 +99,9 @@ class CorrelationAttention(nn.Module):
         """Q, K, V ``[B, H, d, ·]`` (after the sigmoid) → ``O``: ``[B, d, d]``."""
         if q.dtype == torch.bfloat16 and q.device.type == "cpu":
             # PyTorch's CPU flash kernel is slow in bf16; batched matmuls are fast there
+            # Q, K ∈ (0, 1)^{d_k} after the sigmoid, so the scores lie in (0, √d_k): exp needs no
+            # max-subtraction, and the softmax's row sums come out of the same product as
+            # O = exp(S) [V, 1], normalising d×d_v outputs instead of the d×d matrix
             b, h, d, dk = q.shape
             scores = torch.baddbmm(
                 q.new_empty(b * h, d, d),
@@ -107,7 +110,9 @@ class CorrelationAttention(nn.Module):
                 beta=0.0,
                 alpha=1.0 / math.sqrt(self.d_k),
             )
-            o = torch.bmm(torch.softmax(scores, dim=-1), v.reshape(b * h, d, -1)).view(b, h, d, -1)
+            v1 = torch.cat([v.reshape(b * h, d, -1), v.new_ones(b * h, d, 1)], dim=-1)
+            num = torch.bmm(torch.exp(scores), v1)
+            o = (num[..., :-1].float() / num[..., -1:].float()).to(v.dtype).view(b, h, d, -1)
         else:
             o = F.scaled_dot_product_attention(q, k, v)  # [B, H, d, d_v], scale 1/√d_k
         b, d = o.shape[0], self.d

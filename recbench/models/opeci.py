@@ -188,26 +188,56 @@ class Aggregator(nn.Module):
         nn.init.xavier_uniform_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    @staticmethod
+    def opinion_table(
+        other: torch.Tensor, opinion: torch.Tensor, nbr: torch.Tensor, rating: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The distinct ``x = e_r ⊙ q_a`` of a batch's neighbour rows: ``(table [T, d], inv [N])``
+        with ``x_n = table[inv[n]]``. A batch's ~40K neighbour rows hold only ~11K distinct
+        (neighbour, rating) pairs on ml-100k, so products and ``W_1`` projections are made once
+        per distinct pair."""
+        n_r = opinion.shape[0]
+        keys, inv = torch.unique(nbr * n_r + rating, return_inverse=True)
+        table = opinion.index_select(0, keys % n_r) * other.index_select(0, keys // n_r)
+        return table, inv
+
     def weights(
-        self, x: torch.Tensor, own: torch.Tensor, seg: torch.Tensor, n_seg: int
+        self,
+        table: torch.Tensor,
+        inv: torch.Tensor,
+        own: torch.Tensor,
+        seg: torch.Tensor,
+        n_seg: int,
     ) -> torch.Tensor:
         """α over each segment, ``[N]``."""
         if self.mode == "mean":
-            counts = torch.bincount(seg, minlength=n_seg).clamp_min(1).to(x.dtype)
-            return 1.0 / counts[seg]
-        d = x.shape[1]
+            counts = torch.bincount(seg, minlength=n_seg).clamp_min(1).to(table.dtype)
+            return 1.0 / counts.index_select(0, seg)
+        d = table.shape[1]
         w = self.w1.weight
-        # W_1 [x ⊕ p] = W_1x x + W_1p p: the own-embedding half once per segment, not per neighbour
-        pre = x @ w[:, :d].T + (own @ w[:, d:].T + self.w1.bias).index_select(0, seg)
+        # W_1 [x ⊕ p] = W_1x x + W_1p p: W_1x x once per distinct x, W_1p p once per segment
+        pre = (table @ w[:, :d].T).index_select(0, inv) + (
+            own @ w[:, d:].T + self.w1.bias
+        ).index_select(0, seg)
         scores = self.w2(F.relu(pre)).squeeze(-1)
         return segment_softmax(scores, seg, n_seg)
 
     def forward(
-        self, x: torch.Tensor, own: torch.Tensor, seg: torch.Tensor, n_seg: int
+        self,
+        other: torch.Tensor,
+        opinion: torch.Tensor,
+        nbr: torch.Tensor,
+        rating: torch.Tensor,
+        own: torch.Tensor,
+        seg: torch.Tensor,
     ) -> torch.Tensor:
-        alpha = self.weights(x, own, seg, n_seg)
-        agg = torch.zeros(n_seg, x.shape[1], dtype=x.dtype, device=x.device)
-        agg = agg.index_add(0, seg, alpha.unsqueeze(1) * x)
+        """Factors of ``len(own)`` nodes from their flat neighbour lists (``nbr``, ``rating``,
+        segment ids ``seg``); ``other`` holds the neighbours' embeddings."""
+        n_seg = own.shape[0]
+        table, inv = self.opinion_table(other, opinion, nbr, rating)
+        alpha = self.weights(table, inv, own, seg, n_seg)
+        agg = torch.zeros(n_seg, table.shape[1], dtype=table.dtype, device=table.device)
+        agg = agg.index_add(0, seg, alpha.unsqueeze(1) * table.index_select(0, inv))
         return F.relu(self.out(agg))
 
 
@@ -272,9 +302,8 @@ class OPECIModule(nn.Module):
     ) -> torch.Tensor:
         """``h`` for ``users`` (``[S]``), each with optionally one item dropped from N(i)."""
         seg, items, r = self.user_nbrs.gather(users, exclude, max_neighbors)
-        x = self.opinion.weight.index_select(0, r) * self.item_emb.weight.index_select(0, items)
         own = self.user_emb.weight.index_select(0, users)
-        return self.user_agg(x, own, seg, len(users))
+        return self.user_agg(self.item_emb.weight, self.opinion.weight, items, r, own, seg)
 
     def item_factors(
         self,
@@ -284,9 +313,8 @@ class OPECIModule(nn.Module):
     ) -> torch.Tensor:
         """``z`` for ``items`` (``[S]``), each with optionally one user dropped from C(j)."""
         seg, users, r = self.item_nbrs.gather(items, exclude, max_neighbors)
-        f = self.opinion.weight.index_select(0, r) * self.user_emb.weight.index_select(0, users)
         own = self.item_emb.weight.index_select(0, items)
-        return self.item_agg(f, own, seg, len(items))
+        return self.item_agg(self.user_emb.weight, self.opinion.weight, users, r, own, seg)
 
     def is_training_pair(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         keys = users * self.n_items + items

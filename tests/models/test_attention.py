@@ -91,3 +91,21 @@ def test_diagonal_fast_path_matches_general() -> None:
     torch.testing.assert_close(
         block.forward_diagonal(s), block.forward_matrix(torch.diag_embed(s)), atol=1e-5, rtol=1e-5
     )
+
+
+@pytest.mark.parametrize("rank_one", [True, False])
+def test_bf16_autocast_path_is_close_to_float32(
+    hz: tuple[torch.Tensor, torch.Tensor], rank_one: bool
+) -> None:
+    """Under CPU bf16 autocast the block takes its batched-matmul path (exp-normalised
+    attention); it must agree with the float32 path to bf16 accuracy, with gradients."""
+    torch.manual_seed(0)
+    block = CorrelationAttention(12, n_heads=2, d_k=8, d_v=8, rank_one=rank_one)
+    h, z = (t.clone().requires_grad_() for t in hz)
+    ref = block(h, z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = block(h, z)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), ref, atol=3e-2, rtol=3e-2)
+    low.float().sum().backward()
+    assert torch.isfinite(h.grad).all() and torch.isfinite(block.w_qkv.grad).all()

@@ -158,8 +158,10 @@ def test_attention_weights_sum_to_one_per_neighbourhood() -> None:
     mod = toy_module()
     users = torch.tensor([0, 1, 2, 3])
     seg, items, r = mod.user_nbrs.gather(users, torch.tensor([-1, 3, -1, 2]))
-    x = mod.opinion.weight[r] * mod.item_emb.weight[items]
-    alpha = mod.user_agg.weights(x, mod.user_emb.weight[users], seg, 4)
+    table, inv = mod.user_agg.opinion_table(mod.item_emb.weight, mod.opinion.weight, items, r)
+    torch.testing.assert_close(table[inv], mod.opinion.weight[r] * mod.item_emb.weight[items])
+    assert len(table) == len(set(zip(items.tolist(), r.tolist(), strict=True)))
+    alpha = mod.user_agg.weights(table, inv, mod.user_emb.weight[users], seg, 4)
     sums = torch.zeros(4).index_add(0, seg, alpha.detach())
     torch.testing.assert_close(sums, torch.tensor([1.0, 1.0, 1.0, 0.0]))  # user 1: one left
 

@@ -28,6 +28,15 @@ Defaults and where we chose them:
   0.5). 20 epochs.
 - Scores are the logits (monotone in ŷ); inference runs in eval mode (batch norm uses its running
   statistics), so a pair's score does not depend on the rest of the batch.
+
+Known weakness of this reading (measured, not tuned away): for ``M = p qᵀ`` every row a of
+``sigmoid(M W)`` is a function of the single scalar ``p_a`` (``Q_a = σ(p_a·qᵀW^Q)`` etc.), and
+with near-uniform attention each output row is close to the mean of the value rows, in which the
+user enters only through the distribution of its embedding's entries (for signed entries the
+mean of ``σ(p_b c)`` is ≈ 0.5 whatever c). Little user information reaches the MLP: on the
+synthetic test data CADNCF stays around ItemPop's HR@10 where NCF and DMF are far above it,
+whereas the same MLP on ``flatten(p qᵀ)`` without the attention block learns quickly. OPECI's
+factors are ReLU outputs (non-negative, with a bias), which avoids the symmetric case.
 """
 
 from __future__ import annotations

@@ -13,12 +13,15 @@ the log of the loss stays finite), and the loss is the paper's normalised cross-
 target ``Y_ij / max(R)`` for a positive and 0 for a sampled negative (eq. 14). Adam, learning
 rate 1e-4, batch 256, 7 negatives per positive, parameters drawn from N(0, 0.01²) (biases zero).
 
-Implementation: ``W_1 x`` for a sparse row is an ``nn.EmbeddingBag(mode="sum")`` over the row's
-nonzero columns with the ratings as per-sample weights. The CSR/CSC arrays live on the device and
-each batch gathers only its own rows and columns, so no dense users × items matrix is ever built
-(Yelp's would be 660M floats). For scoring, the user and item vectors are computed once per
-evaluation pass (cached until the parameters change) and a score is a dot product of normalised
-vectors.
+Implementation: ``W_1 x`` for a batch of sparse rows is an ``embedding_bag(mode="sum")`` over
+the rows' nonzero columns with the ratings as per-sample weights, each distinct user/item of the
+batch computed once. The CSR arrays (and the CSC arrays, as the item side's CSR) live on the
+device and each batch gathers only its own rows and columns, so no dense users × items matrix is
+ever built (Yelp's would be 660M floats). The weight gradient ``Sᵀ G`` is a second
+``embedding_bag`` over the batch's nonzeros grouped by column (:class:`_SparseRowsTimesW`), ~3x
+cheaper on CPU than ``embedding_bag``'s own backward and free of atomics. For scoring, every
+user and item vector is computed once per evaluation pass (cached until the parameters change)
+and a score is a dot product of normalised vectors.
 
 Where we interpreted:
 
@@ -27,8 +30,9 @@ Where we interpreted:
   inputs from the full training matrix this way, and so do we, unchanged. At test time the
   held-out item is never in the row, so the model is evaluated honestly, but part of what it
   learns in training is to recognise a pair's own entry in its input.
-- The paper's ``l_1`` has no activation before the next layer ("two ReLU layers" in most
-  reimplementations means the later layers). We follow the equations.
+- The paper's ``l_1`` has no bias and no activation before the next layer; we follow its
+  equations. (RecBole's DMF is the same structure with ``hidden = (64, 64)``: a bias-free
+  ``n → 64`` map, then two 64-wide ReLU layers; ``--set dmf.hidden=64,64`` reproduces it.)
 - Scores are the raw cosine (the 1e-6 clamp is only applied inside the loss, so ranking ties are
   not created by it); with ReLU outputs the cosine is in [0, 1] anyway.
 - ``epochs`` = 20 (the paper does not state a number; see the report for what more epochs do).
@@ -61,6 +65,7 @@ class DMFConfig:
     reg: float = 0.0
     n_negatives: int = 7
     init_std: float = 0.01
+    group_negatives: bool = False  # batches of positives each followed by its negatives
 
 
 class SparseRows(nn.Module):

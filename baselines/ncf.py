@@ -13,7 +13,7 @@ concatenated into one output ``ŷ = σ(hᵀ [φ_GMF ; φ_MLP])``, trained with b
 Optional pretraining (``pretrain=true``, the paper's best variant, Sec. 3.4.1): GMF and MLP are
 first trained on their own by the same loop (Adam, ``epochs`` each), NeuMF is initialised from
 them with ``h = [α·h_GMF ; (1−α)·h_MLP]`` (α = ``alpha`` = 0.5) and the output bias
-``α·b_GMF + (1−α)·b_MLP``, and NeuMF is then trained with vanilla SGD (``pretrain_learning_rate``
+``α·b_GMF + (1−α)·b_MLP``, and NeuMF is then trained with vanilla SGD (``sgd_learning_rate``
 = 1e-3, the learning rate of the authors' run script).
 
 Where we interpreted / implementation notes:
@@ -55,7 +55,7 @@ class NCFConfig:
     n_negatives: int = 4
     pretrain: bool = False
     alpha: float = 0.5
-    pretrain_learning_rate: float = 1e-3  # NeuMF's SGD learning rate after pretraining
+    sgd_learning_rate: float = 1e-3  # NeuMF's SGD learning rate after pretraining
 
 
 def _lecun_uniform(layer: nn.Linear) -> None:
@@ -147,7 +147,7 @@ class NCF(TorchModel):
         assert self.module is not None
         return torch.optim.SGD(
             self.module.parameters(),
-            lr=self.config.pretrain_learning_rate,
+            lr=self.config.sgd_learning_rate,
             weight_decay=self.config.reg,
         )
 
@@ -162,7 +162,8 @@ class NCF(TorchModel):
                 sub_ctx = FitContext(device=ctx.device, on_batch=ctx.on_batch)
                 sub = cls(dataclasses.replace(self.config, pretrain=False))
                 sub.fit(train, rng, sub_ctx)
-                ctx.history.extend({"pretrain": cls.name, **h} for h in sub_ctx.history)
+                # one summary entry per branch, so per-epoch consumers see NeuMF's epochs only
+                ctx.history.append({"pretrain": cls.name, "history": sub_ctx.history})
                 assert isinstance(sub.module, NeuMFModule)
                 parts.append(sub.module)
             self._init_from = (parts[0], parts[1])

@@ -148,6 +148,16 @@ class TorchModel(BaseModel):
             if self.target == "bce"
             else (train.ratings / self.max_rating).astype(np.float32)
         )
+        if getattr(self.config, "group_negatives", False):
+            # RecBole's layout: shuffled positives, each followed by its own negatives, so a
+            # batch holds batch_size / (1 + n_neg) positives and their users (fewer distinct
+            # users per batch: DMF's user tower runs once per distinct user).
+            perm = rng.permutation(len(train))
+            pu = train.users.astype(np.int64)[perm]
+            negs = negs[perm]
+            items = np.concatenate([train.items.astype(np.int64)[perm, None], negs], 1).ravel()
+            targets = np.concatenate([pos_t[perm, None], np.zeros(negs.shape, np.float32)], 1).ravel()
+            return EpochInstances(np.repeat(pu, 1 + n_neg), items, targets)
         users = np.concatenate([train.users.astype(np.int64), np.repeat(train.users.astype(np.int64), n_neg)])
         items = np.concatenate([train.items.astype(np.int64), negs.ravel()])
         targets = np.concatenate([pos_t, np.zeros(negs.size, np.float32)])

@@ -113,6 +113,8 @@ def test_pretraining_runs_gmf_mlp_then_neumf_with_sgd(tiny_split: Split) -> None
     m.fit(tiny_split.train, np.random.default_rng(0), ctx)
     assert opts == ["SGD"]
     assert [h.get("pretrain") for h in ctx.history] == ["gmf", "mlp", None]
+    assert [len(h["history"]) for h in ctx.history[:2]] == [1, 1]
+    assert [h.get("epoch") for h in ctx.history] == [None, None, 1]
     assert GMF.name == "gmf" and MLP.name == "mlp"
     s = m.score(np.array([0, 1]), np.array([2, 3]))
     assert np.isfinite(s).all()

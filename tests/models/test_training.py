@@ -140,6 +140,28 @@ def test_pointwise_epoch_instances_and_bce_targets(tiny_split: Split, n_neg: int
     assert np.abs(counts - n_neg * train.user_counts).max() <= 1
 
 
+@dataclass(frozen=True)
+class GroupedConfig(ToyConfig):
+    group_negatives: bool = True
+
+
+def test_grouped_instances_put_each_positive_before_its_negatives(tiny_split: Split) -> None:
+    train = tiny_split.train
+    m = Toy(GroupedConfig(n_negatives=3))
+    m.max_rating = train.max_rating
+    inst = m.epoch_instances(train, np.random.default_rng(0))
+    assert len(inst.users) == 4 * len(train)
+    users, items, targets = (a.reshape(-1, 4) for a in (inst.users, inst.items, inst.targets))
+    assert (users == users[:, :1]).all()  # one user per group
+    assert (targets[:, 0] == 1).all() and (targets[:, 1:] == 0).all()
+    assert train.contains(users[:, 0], items[:, 0]).all()
+    assert not train.contains(users[:, 1:].ravel(), items[:, 1:].ravel()).any()
+    # every training pair appears once, in a shuffled order
+    keys = np.sort(users[:, 0] * train.n_items + items[:, 0])
+    np.testing.assert_array_equal(keys, train.pair_keys)
+    assert not np.array_equal(users[:, 0], np.sort(users[:, 0]))
+
+
 def test_nce_targets_are_rating_over_max(tiny_split: Split) -> None:
     train = tiny_split.train
     m = ToyNCE(ToyConfig(epochs=1, n_negatives=2))

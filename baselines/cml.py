@@ -22,7 +22,9 @@ Where we interpreted:
   ``cov_loss_weight`` default).
 - **Optimiser and schedule.** The shared loop's Adam (learning rate 1e-3, no L2: the unit ball is
   the regulariser), batches of 256 positives (each with its U negatives), 30 epochs. The paper
-  does not fix these for our data sets.
+  does not fix these for our data sets; on ml-100k's *validation* split lr 1e-3 reached HR@10
+  0.655 / NDCG@10 0.392 after 30 epochs (still rising slowly), while lr 5e-3 plateaued at
+  ~0.60–0.61 from epoch 5 (with or without the covariance term).
 - Hardest negative and the ``log(1 + ⌊J·M/U⌋)`` weight follow the paper (the released code omits
   the floor). Initial embeddings are N(0, 1/d) per coordinate (norm ≈ 1), as in the released
   code, then clipped.

@@ -1,26 +1,44 @@
-"""``recbench report``: a Table-2-style comparison from result records.
+"""``recbench report``: a Table-2-style comparison from result records, with its statistics.
 
 Rows are (dataset, metric), columns are models; each cell is the mean ± std over seeds, the best
 per row is marked, and the paper's number (``recbench/paper/table2.csv``, data not code) is
 shown beside ours with the difference. Metrics are recomputed from the stored per-user ranks, so
-any K can be reported after the fact. CSV and JSON give the tidy long table (one row per dataset,
-protocol, metric and model), which parses back with pandas / json.
+any K can be reported after the fact. Every report also carries (:mod:`recbench.stats`):
+
+- the 95 % t confidence interval over seeds;
+- a paired test over users between a reference model (``--reference``, default ``opeci`` when
+  present) and every other model: per-user metric values averaged over seeds, users aligned by
+  the ranks files' ``users`` arrays, the same split fingerprint required; Wilcoxon signed-rank
+  (default) or a paired bootstrap; Holm's correction across the comparisons of one row
+  (dataset × protocol × metric); significant differences marked † in the tables;
+- sampled and full-ranking metrics side by side with Kendall's τ between the two orderings of
+  the models per dataset and metric, and a warning where the orderings disagree (Krichene &
+  Rendle, KDD 2020).
+
+CSV and JSON give the tidy long table (one row per dataset, protocol, metric and model, with
+the statistics as columns), which parses back with pandas / json. LaTeX uses booktabs, bold for
+the best and underline for the second best, and explains the marks in the caption. HTML is one
+self-contained page with the tables and the figures embedded (base64 PNG).
+
+Which records: tuning trials (tag ``purpose = "tune"``) never; experiment records (tag
+``experiment``) only with ``experiment=NAME``, and then only those.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from tabulate import tabulate
 
+from recbench import stats as S
 from recbench.eval import metrics as M
 from recbench.models.base import config_to_dict
 from recbench.registry import MODELS
@@ -29,6 +47,14 @@ from recbench.results import Record, iter_records
 FORMATS = ("markdown", "csv", "latex", "json", "html")
 PAPER_ORDER = ["bpr", "dmf", "itempop", "ncf", "cml", "cadncf", "opeci"]
 DATASET_LABELS = {"ml-100k": "ML-100K", "ml-1m": "ML-1M", "yelp": "Yelp", "filmtrust": "FilmTrust"}
+MARK = "†"
+KR_NOTE = "sampled metrics can order models differently from full ranking (Krichene & Rendle, KDD 2020)"
+TEST_NAMES = {
+    "wilcoxon": "two-sided Wilcoxon signed-rank test",
+    "bootstrap": "two-sided paired bootstrap test (10,000 resamples)",
+}
+
+Label = Callable[[Record], str]
 
 
 def paper_table2() -> pd.DataFrame:
@@ -48,16 +74,55 @@ def model_label(rec: Record) -> str:
     diff = {k: v for k, v in rec["config"].items() if k in defaults and defaults[k] != v}
     if not diff:
         return name
-    return name + "[" + ",".join(f"{k}={v}" for k, v in sorted(diff.items())) + "]"
+    return name + "[" + ",".join(f"{k}={_fmt_value(v)}" for k, v in sorted(diff.items())) + "]"
 
 
-def per_seed_frame(records: Iterable[Record], metrics: list[str]) -> pd.DataFrame:
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, list | tuple):
+        return "(" + ",".join(map(str, v)) + ")"
+    return str(v)
+
+
+def record_label(rec: Record) -> str:
+    """:func:`model_label`, with `` (tuned)`` for runs that used a stored tuned config."""
+    tags = rec.data.get("tags") or {}
+    return model_label(rec) + (" (tuned)" if tags.get("tuned") else "")
+
+
+def base_label(rec: Record) -> str:
+    """Just the model's registered name (for tables with one configuration per model and
+    dataset, such as the ``table2`` experiment with per-dataset paper settings)."""
+    return rec["model"]
+
+
+def select_records(records: Iterable[Record], experiment: str | None = None) -> list[Record]:
+    """Tuning trials never; with ``experiment`` only that experiment's records, without it only
+    records of no experiment."""
+    out = []
+    for r in records:
+        tags = r.data.get("tags") or {}
+        if tags.get("purpose") == "tune":
+            continue
+        if tags.get("experiment") != experiment:
+            continue
+        out.append(r)
+    return out
+
+
+def _paper_comparable(rec: Record, label: str) -> bool:
+    """The paper's number belongs to the model at the paper's settings (its defaults here, or a
+    configuration tuned on validation as the paper tuned its own)."""
+    return label == rec["model"] or bool((rec.data.get("tags") or {}).get("tuned"))
+
+
+def per_seed_frame(records: Iterable[Record], metrics: list[str], label: Label = record_label) -> pd.DataFrame:
     """One row per (dataset, protocol, metric, model label, seed) of the successful records."""
     rows = []
     for rec in records:
         if rec.status != "ok":
             continue
-        label = model_label(rec)
+        lab = label(rec)
+        comparable = _paper_comparable(rec, lab)
         for proto in rec.data.get("protocols", []):
             ranks = rec.ranks.get(f"test/{proto}")
             for metric in metrics:
@@ -70,68 +135,286 @@ def per_seed_frame(records: Iterable[Record], metrics: list[str]) -> pd.DataFram
                         "dataset": rec["dataset"],
                         "protocol": proto,
                         "metric": metric,
-                        "model": label,
+                        "model": lab,
                         "base_model": rec["model"],
                         "seed": rec["seed"],
                         "value": value,
+                        "comparable": comparable,
                     }
                 )
     return pd.DataFrame(
-        rows, columns=["dataset", "protocol", "metric", "model", "base_model", "seed", "value"]
+        rows, columns=["dataset", "protocol", "metric", "model", "base_model", "seed", "value", "comparable"]
     )
 
 
-def summary_frame(records: list[Record], metrics: list[str], paper: bool = True) -> pd.DataFrame:
-    """Mean, std, 95 % CI (t over seeds) per (dataset, protocol, metric, model)."""
-    df = per_seed_frame(records, metrics)
-    cols = ["dataset", "protocol", "metric", "model", "base_model", "n_seeds", "mean", "std", "ci95_low", "ci95_high"]
+SUMMARY_COLUMNS = [
+    "dataset", "protocol", "metric", "model", "base_model", "n_seeds", "mean", "std", "ci95_low", "ci95_high",
+]
+
+
+def summary_frame(
+    records: list[Record], metrics: list[str], paper: bool = True, label: Label = record_label
+) -> pd.DataFrame:
+    """Mean, std, 95 % CI (t over seeds) per (dataset, protocol, metric, model); ``best`` and
+    ``second`` mark the highest and second-highest mean of each (dataset, protocol, metric)."""
+    df = per_seed_frame(records, metrics, label)
     if df.empty:
-        return pd.DataFrame(columns=[*cols, "paper", "delta", "best"])
-    g = df.groupby(["dataset", "protocol", "metric", "model", "base_model"], sort=False)["value"]
-    out = g.agg(n_seeds="count", mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else np.nan).reset_index()
-    half = [
-        float(stats.t.ppf(0.975, n - 1) * s / np.sqrt(n)) if n > 1 else np.nan
-        for n, s in zip(out["n_seeds"], out["std"], strict=True)
-    ]
-    out["ci95_low"] = out["mean"] - np.asarray(half)
-    out["ci95_high"] = out["mean"] + np.asarray(half)
+        return pd.DataFrame(columns=[*SUMMARY_COLUMNS, "paper", "delta", "best", "second"])
+    rows = []
+    for key, g in df.groupby(["dataset", "protocol", "metric", "model", "base_model"], sort=False):
+        mean, std, lo, hi = S.mean_ci(g["value"].to_numpy())
+        rows.append([*key, int(g["value"].notna().sum()), mean, std, lo, hi, bool(g["comparable"].all())])
+    out = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, "comparable"])
     if paper:
         p = paper_table2().rename(columns={"model": "base_model"})
         p["protocol"] = "sampled"
         out = out.merge(p, on=["dataset", "protocol", "metric", "base_model"], how="left")
-        # the paper's number belongs to the model at the paper's settings only
-        out.loc[out["model"] != out["base_model"], "paper"] = np.nan
+        out.loc[~out["comparable"], "paper"] = np.nan
         out["delta"] = out["mean"] - out["paper"]
     else:
         out["paper"] = np.nan
         out["delta"] = np.nan
-    best = out.groupby(["dataset", "protocol", "metric"])["mean"].transform("max")
-    out["best"] = np.isclose(out["mean"], best)
+    out = out.drop(columns="comparable")
+    out["best"] = False
+    out["second"] = False
+    for _, g in out.groupby(["dataset", "protocol", "metric"], sort=False):
+        distinct = sorted(set(np.round(g["mean"].dropna(), 12)), reverse=True)
+        r = np.round(g["mean"], 12)
+        if distinct:
+            out.loc[g.index, "best"] = np.isclose(r, distinct[0])
+        if len(distinct) > 1:
+            out.loc[g.index, "second"] = np.isclose(r, distinct[1])
     return out
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def resolve_reference(labels: Iterable[str], reference: str | None) -> str | None:
+    """The reference model's label: ``reference`` as a label, or as a model name with exactly
+    one label; by default ``opeci`` when present (else no paired tests)."""
+    labels = list(dict.fromkeys(labels))
+    want = reference or "opeci"
+    if want in labels:
+        return want
+    matches = [lab for lab in labels if lab.split("[")[0].split(" (")[0] == want]
+    if len(matches) == 1:
+        return matches[0]
+    if reference is None:
+        return None
+    if matches:
+        raise ValueError(f"--reference {reference!r} is ambiguous; one of: {', '.join(matches)}")
+    raise ValueError(f"--reference {reference!r} is not among the models; valid: {', '.join(labels) or 'none'}")
+
+
+SIG_COLUMNS = ["dataset", "protocol", "metric", "model", "reference", "n_users", "mean_diff", "p_value", "p_holm", "significant", "test_note"]
+
+
+def significance_frame(
+    records: list[Record],
+    metrics: list[str],
+    reference: str | None,
+    test: str = "wilcoxon",
+    alpha: float = 0.05,
+    label: Label = record_label,
+) -> pd.DataFrame:
+    """Paired tests over users of ``reference`` against every other model, per (dataset,
+    protocol, metric); ``p_holm`` is Holm-adjusted across the comparisons of that row.
+    ``mean_diff`` is reference − model over the paired users (per-user values averaged over
+    seeds). A pair that cannot be tested (different splits, ranks missing) has NaN p-values
+    and its reason in ``test_note``."""
+    if reference is None:
+        return pd.DataFrame(columns=SIG_COLUMNS)
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for r in records:
+        if r.status == "ok":
+            groups.setdefault((r["dataset"], label(r)), []).append(r)
+    rows = []
+    datasets = list(dict.fromkeys(ds for ds, _ in groups))
+    for ds in datasets:
+        if (ds, reference) not in groups:
+            continue
+        ref_recs = groups[(ds, reference)]
+        others = [lab for d, lab in groups if d == ds and lab != reference]
+        protos = sorted({p for r in ref_recs for p in r.data.get("protocols", [])})
+        for proto in protos:
+            role = f"test/{proto}"
+            for metric in metrics:
+                family = []
+                try:
+                    fp_ref, u_ref, v_ref = S.user_values(ref_recs, metric, role)
+                except S.PairingError as e:
+                    fp_ref, note_ref = None, f"reference: {e}"
+                for lab in others:
+                    recs = [r for r in groups[(ds, lab)] if proto in r.data.get("protocols", [])]
+                    if not recs:
+                        continue
+                    row = {"dataset": ds, "protocol": proto, "metric": metric, "model": lab, "reference": reference,
+                           "n_users": 0, "mean_diff": np.nan, "p_value": np.nan, "test_note": ""}
+                    if fp_ref is None:
+                        row["test_note"] = note_ref
+                    else:
+                        try:
+                            fp, u, v = S.user_values(recs, metric, role)
+                            if fp != fp_ref:
+                                raise S.PairingError(f"split {str(fp)[:8]} differs from the reference's {str(fp_ref)[:8]}")
+                            _, a, b = S.align(u_ref, v_ref, u, v)
+                            res = S.paired_test(a, b, test)
+                            row.update(n_users=res.n_users, mean_diff=res.mean_diff, p_value=res.p_value)
+                        except S.PairingError as e:
+                            row["test_note"] = str(e)
+                    family.append(row)
+                adj = S.holm([r["p_value"] for r in family])
+                for r, p in zip(family, adj, strict=True):
+                    r["p_holm"] = p
+                    r["significant"] = bool(p < alpha) if not np.isnan(p) else False
+                rows.extend(family)
+    return pd.DataFrame(rows, columns=SIG_COLUMNS)
+
+
+AGREE_COLUMNS = ["dataset", "metric", "n_models", "tau", "p_value", "agree", "discordant", "sampled_order", "full_order"]
+
+
+def agreement_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """Kendall's τ between the models' orderings under the sampled and the full protocol, per
+    (dataset, metric), over the models evaluated under both."""
+    rows = []
+    if summary.empty or not {"sampled", "full"} <= set(summary["protocol"]):
+        return pd.DataFrame(columns=AGREE_COLUMNS)
+    wide = summary.pivot_table(index=["dataset", "metric", "model"], columns="protocol", values="mean", sort=False)
+    wide = wide.dropna(subset=["sampled", "full"]).reset_index()
+    for (ds, met), g in wide.groupby(["dataset", "metric"], sort=False):
+        names = list(g["model"])
+        ag = S.kendall_tau(names, g["sampled"].to_numpy(), g["full"].to_numpy())
+
+        def order(col: str, g: pd.DataFrame = g, names: list[str] = names) -> list[str]:
+            return [n for _, n in sorted(zip(-g[col].to_numpy(), names, strict=True))]
+
+        rows.append({
+            "dataset": ds, "metric": met, "n_models": ag.n_models, "tau": ag.tau, "p_value": ag.p_value,
+            "agree": ag.agree, "discordant": "; ".join(f"{a} vs {b}" for a, b in ag.discordant),
+            "sampled_order": " > ".join(order("sampled")), "full_order": " > ".join(order("full")),
+        })
+    return pd.DataFrame(rows, columns=AGREE_COLUMNS)
+
+
+def agreement_warnings(agreement: pd.DataFrame) -> list[str]:
+    out = []
+    for _, r in agreement.iterrows():
+        if not r["agree"]:
+            out.append(
+                f"{DATASET_LABELS.get(r['dataset'], r['dataset'])} {r['metric'].upper()}: the sampled and full "
+                f"protocols order the models differently (Kendall τ = {r['tau']:.2f}; swapped: {r['discordant']}); {KR_NOTE}"
+            )
+    return out
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def failures(records: list[Record]) -> list[str]:
+    return [f"{r['dataset']} / {r['model']} / seed {r['seed']}: {r.data.get('error')}" for r in records if r.status != "ok"]
+
+
+@dataclass
+class Report:
+    summary: pd.DataFrame
+    failed: list[str]
+    protocols: list[str]
+    reference: str | None = None
+    test: str = "wilcoxon"
+    alpha: float = 0.05
+    agreement: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=AGREE_COLUMNS))
+    notes: list[str] = field(default_factory=list)  # extra caption lines (e.g. reduced settings)
+    title: str = "recbench report"
+    figures: list[tuple[str, Any]] = field(default_factory=list)  # (caption, matplotlib Figure) for HTML
+
+    @property
+    def warnings(self) -> list[str]:
+        return agreement_warnings(self.agreement)
+
+
+def build_report(
+    results: Path | None,
+    metrics: list[str],
+    paper: bool = True,
+    *,
+    reference: str | None = None,
+    test: str = "wilcoxon",
+    alpha: float = 0.05,
+    experiment: str | None = None,
+    records: list[Record] | None = None,
+    label: Label = record_label,
+) -> Report:
+    """The report of the records under ``results`` (or of ``records`` as given)."""
+    if test not in S.TESTS:
+        raise ValueError(f"unknown test {test!r}; valid: {', '.join(S.TESTS)}")
+    if records is None:
+        records = select_records(iter_records(results) if results is not None else [], experiment)
+    summary = summary_frame(records, metrics, paper, label)
+    ok_labels = [label(r) for r in records if r.status == "ok"]
+    ref = resolve_reference(ok_labels, reference)
+    sig = significance_frame(records, metrics, ref, test, alpha, label)
+    if not sig.empty:
+        summary = summary.merge(sig.drop(columns=["test_note"]), on=["dataset", "protocol", "metric", "model"], how="left")
+        summary = summary.merge(sig[["dataset", "protocol", "metric", "model", "test_note"]], on=["dataset", "protocol", "metric", "model"], how="left")
+    else:
+        for c in ("reference", "n_users", "mean_diff", "p_value", "p_holm", "significant", "test_note"):
+            summary[c] = np.nan
+    summary["significant"] = summary["significant"].astype("boolean").fillna(False).astype(bool)
+    agreement = agreement_frame(summary)
+    if not agreement.empty:
+        summary = summary.merge(
+            agreement[["dataset", "metric", "tau"]].rename(columns={"tau": "kendall_tau_sampled_full"}),
+            on=["dataset", "metric"], how="left",
+        )
+    else:
+        summary["kendall_tau_sampled_full"] = np.nan
+    protocols = [p for p in ("sampled", "full") if p in set(summary["protocol"])]
+    notes = []
+    if ref is None and len(set(ok_labels)) > 1:
+        notes.append("No paired significance tests: the reference model (opeci, or --reference) has no records.")
+    return Report(summary=summary, failed=failures(records), protocols=protocols, reference=ref,
+                  test=test, alpha=alpha, agreement=agreement, notes=notes)
+
+
+# ----------------------------------------------------------------------------- formatting
 
 
 def _order_models(labels: Iterable[str]) -> list[str]:
     order = {m: i for i, m in enumerate([*PAPER_ORDER, *MODELS])}
-    return sorted(set(labels), key=lambda s: (order.get(s.split("[")[0], 999), s))
+    return sorted(set(labels), key=lambda s: (order.get(s.split("[")[0].split(" (")[0], 999), s))
 
 
-def _cell(row: pd.Series, paper: bool, bold: tuple[str, str]) -> str:
+def _cell(row: pd.Series, paper: bool, style: dict[str, Any]) -> str:
     s = f"{row['mean']:.3f}"
     if not np.isnan(row["std"]):
-        s += f" ± {row['std']:.3f}"
+        s += f" {style['pm']} {row['std']:.3f}"
+    if row.get("significant", False):
+        s += style["mark"]
     if row["best"]:
-        s = f"{bold[0]}{s}{bold[1]}"
+        s = style["best"][0] + s + style["best"][1]
+    elif row.get("second", False) and style.get("second"):
+        s = style["second"][0] + s + style["second"][1]
     if paper and not np.isnan(row.get("paper", np.nan)):
         s += f" (paper {row['paper']:.3f}, {row['delta']:+.3f})"
     return s
 
 
-def pivot(summary: pd.DataFrame, protocol: str, paper: bool, bold: tuple[str, str] = ("**", "**")) -> pd.DataFrame:
+MD_STYLE = {"pm": "±", "mark": MARK, "best": ("**", "**"), "second": None}
+HTML_STYLE = {"pm": "±", "mark": MARK, "best": ("<b>", "</b>"), "second": ("<u>", "</u>")}
+TEX_STYLE = {"pm": "$\\pm$", "mark": "$^{\\dagger}$", "best": ("\\textbf{", "}"), "second": ("\\underline{", "}")}
+
+
+def pivot(
+    summary: pd.DataFrame, protocol: str, paper: bool, bold: tuple[str, str] = ("**", "**"), style: dict[str, Any] | None = None
+) -> pd.DataFrame:
     """Datasets × metrics as rows, models as columns, formatted cells."""
+    style = style or {**MD_STYLE, "best": bold}
     sub = summary[summary["protocol"] == protocol].copy()
     if sub.empty:
         return pd.DataFrame()
-    sub["cell"] = [_cell(r, paper, bold) for _, r in sub.iterrows()]
+    sub["cell"] = [_cell(r, paper, style) for _, r in sub.iterrows()]
     sub["Dataset"] = sub["dataset"].map(lambda d: DATASET_LABELS.get(d, d))
     sub["Metric"] = sub["metric"].str.upper()
     t = sub.pivot_table(index=["Dataset", "Metric"], columns="model", values="cell", aggfunc="first", sort=False)
@@ -148,22 +431,99 @@ def _seeds_note(summary: pd.DataFrame) -> str:
     return f"{lo} seed{'s' if lo != 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
 
 
-def failures(records: list[Record]) -> list[str]:
-    return [f"{r['dataset']} / {r['model']} / seed {r['seed']}: {r.data.get('error')}" for r in records if r.status != "ok"]
+def _n_comparisons(rep: Report, proto: str) -> str:
+    sig = rep.summary[(rep.summary["protocol"] == proto) & rep.summary["p_value"].notna()]
+    if sig.empty:
+        return "0"
+    counts = sig.groupby(["dataset", "metric"]).size()
+    lo, hi = int(counts.min()), int(counts.max())
+    return str(lo) if lo == hi else f"{lo}–{hi}"
 
 
-@dataclass
-class Report:
-    summary: pd.DataFrame
-    failed: list[str]
-    protocols: list[str]
+def legend(rep: Report, proto: str, mark: str = MARK) -> str:
+    """What the marks mean, in words."""
+    sub = rep.summary[rep.summary["protocol"] == proto]
+    parts = [f"Mean ± std over {_seeds_note(sub)}."]
+    if rep.reference is not None and sub["p_value"].notna().any():
+        parts.append(
+            f"{mark} differs from {rep.reference} at p < {rep.alpha:g} after Holm's correction across the "
+            f"comparisons of each row ({_n_comparisons(rep, proto)} per row; {TEST_NAMES[rep.test]} over users, on each "
+            "user's metric averaged over seeds; same split)."
+        )
+    notes = sub["test_note"].map(lambda v: v if isinstance(v, str) else "") if "test_note" in sub else pd.Series(dtype=str)
+    untestable = sub[notes != ""]
+    if len(untestable):
+        parts.append(f"Not tested: {', '.join(sorted(set(untestable['model'])))} ({notes[notes != ''].iloc[0]}).")
+    return " ".join(parts + rep.notes)
 
 
-def build_report(results: Path, metrics: list[str], paper: bool = True) -> Report:
-    records = list(iter_records(results))
-    summary = summary_frame(records, metrics, paper)
-    protocols = [p for p in ("sampled", "full") if p in set(summary["protocol"])]
-    return Report(summary=summary, failed=failures(records), protocols=protocols)
+def stats_table(rep: Report, proto: str) -> pd.DataFrame:
+    """Long table: mean, std, 95 % CI, difference to the reference and p-values."""
+    sub = rep.summary[rep.summary["protocol"] == proto]
+    rows = []
+    for _, r in sub.iterrows():
+        rows.append({
+            "Dataset": DATASET_LABELS.get(r["dataset"], r["dataset"]),
+            "Metric": r["metric"].upper(),
+            "Model": r["model"],
+            "Seeds": int(r["n_seeds"]),
+            "Mean": f"{r['mean']:.4f}",
+            "Std": "—" if np.isnan(r["std"]) else f"{r['std']:.4f}",
+            "95% CI": "—" if np.isnan(r["ci95_low"]) else f"[{r['ci95_low']:.4f}, {r['ci95_high']:.4f}]",
+            f"Δ vs {rep.reference or 'ref.'} (users)": "—" if pd.isna(r["mean_diff"]) else f"{-r['mean_diff']:+.4f}",
+            "Users": "—" if pd.isna(r["n_users"]) or not r["n_users"] else f"{int(r['n_users'])}",
+            "p": "—" if pd.isna(r["p_value"]) else f"{r['p_value']:.2g}",
+            "p (Holm)": "—" if pd.isna(r["p_holm"]) else f"{r['p_holm']:.2g}" + (f" {MARK}" if r["significant"] else ""),
+        })
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        ds_order = {d: i for i, d in enumerate(dict.fromkeys(df["Dataset"]))}
+        met_order = {m: i for i, m in enumerate(dict.fromkeys(df["Metric"]))}
+        mod_order = {m: i for i, m in enumerate(_order_models(df["Model"]))}
+        key = [(ds_order[d], met_order[m], mod_order[o]) for d, m, o in zip(df["Dataset"], df["Metric"], df["Model"], strict=True)]
+        df = df.iloc[sorted(range(len(df)), key=key.__getitem__)]
+    return df
+
+
+def side_by_side(rep: Report) -> pd.DataFrame:
+    """Sampled and full-ranking metrics of each model next to each other, with each model's
+    rank under each protocol."""
+    s = rep.summary
+    wide = s.pivot_table(index=["dataset", "metric", "model"], columns="protocol", values=["mean", "std"], sort=False)
+    rows = []
+    for (ds, met, mod), r in wide.iterrows():
+        rows.append({"dataset": ds, "metric": met, "model": mod,
+                     "s_mean": r.get(("mean", "sampled"), np.nan), "s_std": r.get(("std", "sampled"), np.nan),
+                     "f_mean": r.get(("mean", "full"), np.nan), "f_std": r.get(("std", "full"), np.nan)})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df["s_rank"] = df.groupby(["dataset", "metric"])["s_mean"].rank(ascending=False, method="min")
+    df["f_rank"] = df.groupby(["dataset", "metric"])["f_mean"].rank(ascending=False, method="min")
+    fmt = lambda m, sd: "—" if pd.isna(m) else (f"{m:.3f}" + ("" if pd.isna(sd) else f" ± {sd:.3f}"))  # noqa: E731
+    out = pd.DataFrame({
+        "Dataset": df["dataset"].map(lambda d: DATASET_LABELS.get(d, d)),
+        "Metric": df["metric"].str.upper(),
+        "Model": df["model"],
+        "Sampled": [fmt(m, sd) for m, sd in zip(df["s_mean"], df["s_std"], strict=True)],
+        "Rank (sampled)": df["s_rank"].map(lambda v: "—" if pd.isna(v) else str(int(v))),
+        "Full ranking": [fmt(m, sd) for m, sd in zip(df["f_mean"], df["f_std"], strict=True)],
+        "Rank (full)": df["f_rank"].map(lambda v: "—" if pd.isna(v) else str(int(v))),
+    })
+    return out.sort_values(["Dataset", "Metric", "Rank (sampled)"], kind="stable")
+
+
+def agreement_table(rep: Report) -> pd.DataFrame:
+    a = rep.agreement
+    return pd.DataFrame({
+        "Dataset": a["dataset"].map(lambda d: DATASET_LABELS.get(d, d)),
+        "Metric": a["metric"].str.upper(),
+        "Models": a["n_models"],
+        "Kendall τ": a["tau"].map(lambda v: "—" if pd.isna(v) else f"{v:.2f}"),
+        "p": a["p_value"].map(lambda v: "—" if pd.isna(v) else f"{v:.2g}"),
+        "Same order": a["agree"].map(lambda v: "yes" if v else "NO"),
+        "Swapped pairs": a["discordant"].replace("", "—"),
+    })
 
 
 _PROTO_TITLE = {
@@ -172,44 +532,164 @@ _PROTO_TITLE = {
 }
 
 
+def _md(df: pd.DataFrame) -> str:
+    return tabulate(df, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
+
+
 def render(rep: Report, fmt: str, paper: bool = True) -> str:
     """The report in ``fmt`` (markdown, csv, latex, json, html)."""
     if fmt == "csv":
         return rep.summary.to_csv(index=False)
     if fmt == "json":
         return json.dumps(
-            {"rows": json.loads(rep.summary.to_json(orient="records")), "failed": rep.failed}, indent=1
+            {
+                "rows": json.loads(rep.summary.to_json(orient="records")),
+                "agreement": json.loads(rep.agreement.to_json(orient="records")),
+                "reference": rep.reference,
+                "test": rep.test,
+                "alpha": rep.alpha,
+                "legend": {p: legend(rep, p) for p in rep.protocols},
+                "warnings": rep.warnings,
+                "failed": rep.failed,
+            },
+            indent=1,
         )
     if fmt == "markdown":
-        parts = []
-        for proto in rep.protocols:
-            t = pivot(rep.summary, proto, paper and proto == "sampled")
-            parts.append(f"### {_PROTO_TITLE[proto]}\n\nMean ± std over {_seeds_note(rep.summary[rep.summary.protocol == proto])}; best per row in bold.\n")
-            parts.append(tabulate(t.reset_index(), headers="keys", tablefmt="github", showindex=False))
-        if rep.failed:
-            parts.append("\nFailed cells:\n" + "\n".join(f"- {f}" for f in rep.failed))
-        return "\n\n".join(parts) + "\n"
+        return _render_markdown(rep, paper)
     if fmt == "latex":
-        parts = []
-        for proto in rep.protocols:
-            t = pivot(rep.summary, proto, False, bold=(r"\textbf{", "}"))
-            t = t.map(lambda s: s.replace("±", r"$\pm$"))
-            body = t.to_latex(escape=False, column_format="ll" + "c" * len(t.columns), multirow=False)
-            body = body.replace("_", "\\_")
-            parts.append(
-                "\\begin{table}[t]\n\\centering\n\\small\n"
-                + body
-                + f"\\caption{{{_PROTO_TITLE[proto]}. Mean $\\pm$ std over {_seeds_note(rep.summary[rep.summary.protocol == proto])}; best per row in bold.}}\n\\end{{table}}\n"
-            )
-        return "% requires \\usepackage{booktabs}\n" + "\n".join(parts)
+        return _render_latex(rep)
     if fmt == "html":
-        body = []
-        for proto in rep.protocols:
-            t = pivot(rep.summary, proto, paper and proto == "sampled", bold=("<b>", "</b>"))
-            body.append(f"<h2>{html.escape(_PROTO_TITLE[proto])}</h2>")
-            body.append(t.reset_index().to_html(escape=False, border=0, classes="results", index=False))
-        if rep.failed:
-            body.append("<h2>Failed cells</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in rep.failed) + "</ul>")
-        style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:right}"
-        return f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>recbench report</title><style>{style}</style></head><body><h1>recbench report</h1>{''.join(body)}</body></html>\n"
+        return _render_html(rep, paper)
     raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+
+
+def _render_markdown(rep: Report, paper: bool) -> str:
+    parts = []
+    for proto in rep.protocols:
+        t = pivot(rep.summary, proto, paper and proto == "sampled", style=MD_STYLE)
+        parts.append(f"### {_PROTO_TITLE[proto]}\n\n{legend(rep, proto)} Best per row in bold.\n")
+        parts.append(_md(t.reset_index()))
+    for proto in rep.protocols:
+        parts.append(f"### Statistics, {proto} protocol: 95 % confidence interval (t, over seeds) and paired tests\n")
+        parts.append(_md(stats_table(rep, proto)))
+    if not rep.agreement.empty:
+        parts.append("### Sampled against full ranking\n\nEach model's score and rank under both protocols; "
+                     "Kendall τ between the two orderings of the models (1: same order).\n")
+        parts.append(_md(side_by_side(rep)))
+        parts.append(_md(agreement_table(rep)))
+        warns = rep.warnings
+        parts.append("\n".join(f"> **Warning:** {w}" for w in warns) if warns else
+                     "The two protocols order the models the same way on every dataset and metric.")
+    if rep.failed:
+        parts.append("Failed cells:\n" + "\n".join(f"- {f}" for f in rep.failed))
+    return "\n\n".join(parts) + "\n"
+
+
+_TEX_ESC = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+            "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def tex_escape(s: str) -> str:
+    return "".join(_TEX_ESC.get(c, c) for c in str(s))
+
+
+def _render_latex(rep: Report) -> str:
+    parts = []
+    for proto in rep.protocols:
+        sub = rep.summary[rep.summary["protocol"] == proto].copy()
+        sub["model"] = sub["model"].map(tex_escape)
+        t = pivot(sub, proto, False, style=TEX_STYLE).replace("—", "--").reset_index()
+        t["Dataset"] = t["Dataset"].map(tex_escape).where(t["Dataset"].ne(t["Dataset"].shift()), "")
+        t["Metric"] = t["Metric"].map(tex_escape)
+        t.columns = [f"{{{c}}}" for c in t.columns]
+        body = t.to_latex(escape=False, index=False, column_format="ll" + "c" * (len(t.columns) - 2))
+        cap = [f"{_PROTO_TITLE[proto]}.", legend(rep, proto, mark="$^{\\dagger}$"),
+               "Best per row in bold, second best underlined."]
+        if proto == "full" and not rep.agreement.empty:
+            taus = ", ".join(f"{DATASET_LABELS.get(r['dataset'], r['dataset'])} {r['metric'].upper()} "
+                             f"{'--' if pd.isna(r['tau']) else format(r['tau'], '.2f')}" for _, r in rep.agreement.iterrows())
+            cap.append(f"Kendall $\\tau$ between the sampled and the full-ranking orderings of the models: {taus}.")
+            if rep.warnings:
+                cap.append("Where $\\tau < 1$ the two protocols order the models differently (Krichene and Rendle, KDD 2020).")
+        caption = tex_escape_text(" ".join(cap))
+        parts.append(
+            "\\begin{table}[t]\n\\centering\n\\small\n"
+            f"\\caption{{{caption}}}\n"
+            f"\\label{{tab:recbench-{proto}}}\n"
+            + body
+            + "\\end{table}\n"
+        )
+    return "% requires \\usepackage{booktabs}\n" + "\n".join(parts)
+
+
+def tex_escape_text(s: str) -> str:
+    """Escape prose that may already contain a few LaTeX commands (math, \\dagger): only the
+    characters that would break compilation outside them."""
+    out = []
+    in_math = False
+    for c in s:
+        if c == "$":
+            in_math = not in_math
+            out.append(c)
+        elif not in_math and c in "&%#_":
+            out.append("\\" + c)
+        elif c == "τ":
+            out.append("$\\tau$" if not in_math else "\\tau")
+        elif c == "–":
+            out.append("--")
+        elif c == "—":
+            out.append("---")
+        elif c == "±":
+            out.append("$\\pm$" if not in_math else "\\pm")
+        elif c in "<>" and not in_math:
+            out.append(f"${c}$")
+        elif c == "Δ":
+            out.append("$\\Delta$")
+        elif c == "·":
+            out.append("$\\cdot$")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _render_html(rep: Report, paper: bool) -> str:
+    from recbench import figures as F
+
+    body = [f"<h1>{html.escape(rep.title)}</h1>"]
+    models = _order_models(rep.summary["model"]) if not rep.summary.empty else []
+    for proto in rep.protocols:
+        t = pivot(rep.summary, proto, paper and proto == "sampled", style={**HTML_STYLE, "mark": "&dagger;"})
+        body.append(f"<h2>{html.escape(_PROTO_TITLE[proto])}</h2>")
+        body.append(f"<p class='legend'>{html.escape(legend(rep, proto))} Best per row in bold, second underlined.</p>")
+        body.append(t.reset_index().to_html(escape=False, border=0, classes="results", index=False))
+    for proto in rep.protocols:
+        body.append(f"<h2>Statistics, {proto} protocol</h2>")
+        body.append(stats_table(rep, proto).to_html(border=0, classes="stats", index=False))
+    if not rep.agreement.empty:
+        body.append("<h2>Sampled against full ranking</h2>")
+        body.append(side_by_side(rep).to_html(border=0, classes="stats", index=False))
+        body.append(agreement_table(rep).to_html(border=0, classes="stats", index=False))
+        for w in rep.warnings:
+            body.append(f"<p class='warning'>Warning: {html.escape(w)}</p>")
+    figs: list[tuple[str, Any]] = []
+    for proto in rep.protocols:
+        f = F.summary_bars(rep.summary, proto, models, f"{proto.capitalize()} protocol")
+        if f is not None:
+            figs.append((f"{_PROTO_TITLE[proto]}. Bars: mean over seeds; {F.ERR_NOTE}; black ticks: the paper's numbers.", f))
+    f = F.agreement_scatter(rep.summary, models)
+    if f is not None:
+        figs.append(("Sampled (x) against full-ranking (y) metrics per model.", f))
+    figs += rep.figures
+    if figs:
+        body.append("<h2>Figures</h2>")
+        for cap, fig in figs:
+            body.append(f"<figure><img alt='{html.escape(cap)}' src='data:image/png;base64,{F.png_base64(fig)}'/>"
+                        f"<figcaption>{html.escape(cap)}</figcaption></figure>")
+    if rep.failed:
+        body.append("<h2>Failed cells</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in rep.failed) + "</ul>")
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:right}"
+             ".legend{color:#333;font-size:90%}.warning{color:#a40;font-weight:bold}"
+             "figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:90%;color:#333}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(rep.title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")

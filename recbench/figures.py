@@ -1,0 +1,171 @@
+"""Figures for reports and experiments (matplotlib, Agg, no pyplot state).
+
+Every figure has labelled axes, a legend and error bars or bands across seeds (± 1 standard
+deviation over seeds; a cell with one seed has none, and the caption says how many seeds there
+were). :func:`save` writes PNG and SVG; :func:`png_base64` / :func:`svg_inline` embed a figure in
+an HTML page.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # object-oriented API: rendered by Agg, no pyplot state
+
+DATASET_LABELS = {"ml-100k": "ML-100K", "ml-1m": "ML-1M", "yelp": "Yelp", "filmtrust": "FilmTrust"}
+ERR_NOTE = "error bars: ± 1 std over seeds"
+
+
+def metric_label(metric: str) -> str:
+    name, _, k = metric.partition("@")
+    return f"{name.upper()}@{k}" if k else name.upper()
+
+
+def dataset_label(name: str) -> str:
+    return DATASET_LABELS.get(name, name)
+
+
+def new_figure(n_rows: int, n_cols: int, panel: tuple[float, float] = (4.2, 3.2)) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(panel[0] * n_cols, panel[1] * n_rows + 0.6), layout="constrained")
+    axes = np.asarray(fig.subplots(n_rows, n_cols, squeeze=False))
+    for ax in axes.ravel():
+        ax.grid(True, alpha=0.3, linewidth=0.6)
+        ax.tick_params(labelsize=9)
+    return fig, axes
+
+
+def save(fig: Figure, stem: Path) -> list[Path]:
+    """Write ``stem.png`` (150 dpi) and ``stem.svg``; returns the paths."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    return paths
+
+
+def png_base64(fig: Figure, dpi: int = 110) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def svg_inline(fig: Figure) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    text = buf.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _err(std: Sequence[float]) -> np.ndarray | None:
+    s = np.asarray(std, dtype=np.float64)
+    return None if np.all(np.isnan(s)) else np.nan_to_num(s)
+
+
+def grouped_bars(
+    ax,
+    groups: Sequence[str],
+    series: Sequence[str],
+    mean: np.ndarray,
+    std: np.ndarray,
+    paper: np.ndarray | None = None,
+) -> None:
+    """Bars of ``mean[g, s]`` (groups on the x axis, one colour per series), ± std error bars,
+    and the paper's value as a black marker where ``paper[g, s]`` is not NaN."""
+    n_s = len(series)
+    width = 0.8 / max(n_s, 1)
+    x = np.arange(len(groups))
+    cmap = matplotlib.colormaps["tab10"]
+    for k, s in enumerate(series):
+        pos = x - 0.4 + width * (k + 0.5)
+        ax.bar(pos, np.nan_to_num(mean[:, k]), width * 0.92, yerr=_err(std[:, k]), capsize=2.5,
+               color=cmap(k % 10), label=s, error_kw={"linewidth": 0.8})
+        if paper is not None and not np.all(np.isnan(paper[:, k])):
+            ax.scatter(pos, paper[:, k], marker="_", s=120, color="black", linewidths=1.8, zorder=3,
+                       label="paper")
+    ax.set_xticks(x, list(groups), fontsize=9)
+
+
+def _grid(n: int, max_cols: int = 2) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return (n + cols - 1) // cols, cols
+
+
+def _finish_grid(fig: Figure, axes: np.ndarray, used: int) -> None:
+    for ax in axes.ravel()[used:]:
+        ax.set_visible(False)
+
+
+def summary_bars(summary: pd.DataFrame, protocol: str, models: Sequence[str], title: str) -> Figure | None:
+    """One panel per dataset: metrics as groups, models as bars (mean ± std over seeds), the
+    paper's number as a black tick where the summary has one."""
+    sub = summary[summary["protocol"] == protocol]
+    if sub.empty:
+        return None
+    datasets = list(dict.fromkeys(sub["dataset"]))
+    metrics = list(dict.fromkeys(sub["metric"]))
+    rows, cols = _grid(len(datasets))
+    fig, axes = new_figure(rows, cols, panel=(max(4.0, 0.5 * len(models) * len(metrics) + 1.5), 3.4))
+    for ax, ds in zip(axes.ravel(), datasets, strict=False):
+        d = sub[sub["dataset"] == ds].set_index(["metric", "model"])
+        shape = (len(metrics), len(models))
+        mean, std, paper = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+        for i, m in enumerate(metrics):
+            for j, mod in enumerate(models):
+                if (m, mod) in d.index:
+                    row = d.loc[(m, mod)]
+                    mean[i, j], std[i, j] = row["mean"], row["std"]
+                    paper[i, j] = row.get("paper", np.nan)
+        grouped_bars(ax, [metric_label(m) for m in metrics], models, mean, std, paper)
+        ax.set_title(dataset_label(ds), fontsize=11)
+        ax.set_xlabel("metric", fontsize=9)
+        ax.set_ylabel("score (mean over seeds, 0–1)", fontsize=9)
+        top = np.nanmax(np.r_[mean.ravel() + np.nan_to_num(std.ravel()), np.nan_to_num(paper.ravel()), 0.05])
+        ax.set_ylim(0, min(1.0, float(top) * 1.15))
+    _finish_grid(fig, axes, len(datasets))
+    _legend_below(fig, axes)
+    fig.suptitle(f"{title} ({ERR_NOTE}; black ticks: the paper's Table 2)", fontsize=11)
+    return fig
+
+
+def _legend_below(fig: Figure, axes: np.ndarray) -> None:
+    seen: dict[str, object] = {}
+    for ax in axes.ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(lab, h)
+    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(len(seen), 6), fontsize=9, frameon=False)
+
+
+def agreement_scatter(summary: pd.DataFrame, models: Sequence[str]) -> Figure | None:
+    """Sampled (x) against full-ranking (y) score per model, one panel per dataset × metric:
+    points off a monotone curve are models the two protocols order differently."""
+    pairs = summary.pivot_table(index=["dataset", "metric", "model"], columns="protocol", values="mean")
+    if not {"sampled", "full"} <= set(pairs.columns):
+        return None
+    pairs = pairs.dropna(subset=["sampled", "full"]).reset_index()
+    if pairs.empty:
+        return None
+    datasets = list(dict.fromkeys(pairs["dataset"]))
+    metrics = list(dict.fromkeys(pairs["metric"]))
+    fig, axes = new_figure(len(datasets), len(metrics), panel=(4.0, 3.4))
+    cmap = matplotlib.colormaps["tab10"]
+    for i, ds in enumerate(datasets):
+        for j, met in enumerate(metrics):
+            ax = axes[i, j]
+            p = pairs[(pairs["dataset"] == ds) & (pairs["metric"] == met)]
+            for _, r in p.iterrows():
+                k = list(models).index(r["model"]) if r["model"] in models else 0
+                ax.scatter(r["sampled"], r["full"], color=cmap(k % 10), label=r["model"], s=30, zorder=3)
+                ax.annotate(r["model"], (r["sampled"], r["full"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.margins(0.15)
+            ax.set_title(f"{dataset_label(ds)} · {metric_label(met)}", fontsize=10)
+            ax.set_xlabel(f"{metric_label(met)}, sampled (100 candidates)", fontsize=9)
+            ax.set_ylabel(f"{metric_label(met)}, full ranking", fontsize=9)
+    _legend_below(fig, axes)
+    fig.suptitle("Sampled against full-ranking metrics (one point per model; mean over seeds)", fontsize=11)
+    return fig

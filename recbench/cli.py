@@ -327,6 +327,7 @@ def bench_cmd(
     validation: Annotated[bool, typer.Option(help="Hold out a validation item too (trains on the same pairs as RecBole's leave-one-out).")] = False,
     flops: Annotated[bool, typer.Option("--flops/--no-flops", help="Count FLOPs per training sample.")] = True,
     matmul_n: Annotated[int, typer.Option(help="Size of the square fp32 matmul timed as the peak (0: 2048 on CPU, 8192 on CUDA).")] = 0,
+    eval_runs: Annotated[int, typer.Option(help="Evaluations per protocol after each fit (the first, cold, is reported apart).")] = 2,
     out: Annotated[Path, typer.Option(help="Folder for the JSON record and markdown table.")] = Path("results/bench"),
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
 ) -> None:
@@ -342,6 +343,7 @@ def bench_cmd(
             protocols=("sampled", "full") if protocol == Protocol.both else (protocol.value,),
             overrides=parse_overrides(set_ or []), out=out, data_dir=data_dir,
             validation=validation, flops=flops, threads=threads or None, matmul_n=matmul_n or None,
+            eval_runs=eval_runs,
         )
         _check_datasets([dataset], data_dir)
         record = run_bench(dataset, names, opts, on_model=lambda r: err.print(

@@ -144,6 +144,7 @@ def test_record_has_every_field(record: dict) -> None:
         assert set(bench.MODEL_FIELDS) <= set(m), set(bench.MODEL_FIELDS) - set(m)
         assert m["status"] == "ok", m.get("traceback")
         assert m["eval_sampled_s"] > 0 and m["eval_full_s"] > 0
+        assert m["eval_sampled_first_s"] > 0 and m["eval_full_first_s"] > 0
         assert m["peak_rss_mb"] > 0 and m["n_params"] > 0
         assert len(m["raw"]) == 2
         assert 0.0 <= m["metrics"]["sampled"]["hr@10"] <= 1.0

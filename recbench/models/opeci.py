@@ -90,6 +90,7 @@ class OPECIConfig:
     mlp_hidden: tuple[int, ...] = (256, 64)
     attention_hidden: int = 64
     exclude_target: bool = True
+    exclude_negatives: bool = True
     max_neighbors: int | None = None
     interaction: Literal["outer", "inner"] = "outer"
     user_aggregation: Literal["attention", "mean"] = "attention"
@@ -125,6 +126,14 @@ class Neighbourhoods:
         for k in ("indptr", "nbr", "rating"):
             setattr(self, k, getattr(self, k).to(device))
         return self
+
+    def random_neighbour(self, nodes: torch.Tensor) -> torch.Tensor:
+        """One uniformly random neighbour of each node (−1 for a node without any)."""
+        start = self.indptr[nodes]
+        counts = self.indptr[nodes + 1] - start
+        offset = (torch.rand(len(nodes), device=nodes.device) * counts).long()
+        pick = start + torch.minimum(offset, (counts - 1).clamp_min(0))
+        return torch.where(counts > 0, self.nbr[pick.clamp_max(max(len(self.nbr) - 1, 0))], -1)
 
     def gather(
         self,
@@ -325,15 +334,21 @@ class OPECIModule(nn.Module):
         self, users: torch.Tensor, items: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(h, z)`` for each pair, computed once per distinct key: the user (item) alone, or,
-        with ``exclude_target`` in training, the user (item) with the pair's item (user)
-        dropped when the pair is a training interaction."""
+        with ``exclude_target`` in training, the user (item) with one neighbour dropped: the
+        pair's item (user) when the pair is a training interaction, and, with
+        ``exclude_negatives``, a uniformly random neighbour for a sampled negative."""
         k = self.cfg.max_neighbors if self.training else None
         if self.training and self.cfg.exclude_target:
             pos = self.is_training_pair(users, items)
-            ukey = users * (self.n_items + 1) + torch.where(pos, items + 1, 0)
-            ikey = items * (self.n_users + 1) + torch.where(pos, users + 1, 0)
-            uk, uinv = torch.unique(ukey, return_inverse=True)
-            ik, iinv = torch.unique(ikey, return_inverse=True)
+            if self.cfg.exclude_negatives:
+                u_other = self.user_nbrs.random_neighbour(users)
+                i_other = self.item_nbrs.random_neighbour(items)
+            else:
+                u_other = i_other = torch.full_like(users, -1)
+            u_ex = torch.where(pos, items, u_other)
+            i_ex = torch.where(pos, users, i_other)
+            uk, uinv = torch.unique(users * (self.n_items + 1) + u_ex + 1, return_inverse=True)
+            ik, iinv = torch.unique(items * (self.n_users + 1) + i_ex + 1, return_inverse=True)
             h = self.user_factors(uk // (self.n_items + 1), uk % (self.n_items + 1) - 1, k)
             z = self.item_factors(ik // (self.n_users + 1), ik % (self.n_users + 1) - 1, k)
         else:

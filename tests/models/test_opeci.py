@@ -167,7 +167,7 @@ def test_attention_weights_sum_to_one_per_neighbourhood() -> None:
 
 
 def test_exclude_target_is_exact_per_pair() -> None:
-    mod = toy_module()
+    mod = toy_module(exclude_negatives=False)
     mod.train()
     users = torch.tensor([0, 0, 2, 3, 0])
     items = torch.tensor([1, 4, 5, 2, 3])  # training pairs, except (0, 3)
@@ -185,6 +185,25 @@ def test_exclude_target_is_exact_per_pair() -> None:
         off.train()
         h_off, _ = off.pair_factors(users, items)
         torch.testing.assert_close(h_off, off.user_factors(users))
+
+
+def test_negatives_lose_one_random_neighbour_like_positives() -> None:
+    """With ``exclude_negatives`` a sampled negative's factors also miss one neighbour (a
+    uniformly random one), so the full-neighbourhood factor never marks a pair as negative."""
+    mod = toy_module()
+    mod.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        users, items = torch.tensor([2] * 40), torch.tensor([0] * 40)  # (2, 0): a negative
+        h, z = mod.pair_factors(users, items)
+        nbrs_u, nbrs_i = [1, 2, 3, 4, 5], [0, 1]
+        cand_h = mod.user_factors(torch.tensor([2] * 5), torch.tensor(nbrs_u))
+        cand_z = mod.item_factors(torch.tensor([0] * 2), torch.tensor(nbrs_i))
+        hit_h = [int(torch.isclose(cand_h, row).all(1).nonzero()[0]) for row in h]
+        hit_z = [int(torch.isclose(cand_z, row).all(1).nonzero()[0]) for row in z]
+    assert set(hit_h) == set(range(5)) and set(hit_z) == {0, 1}  # each neighbour gets dropped
+    nb = mod.user_nbrs
+    assert nb.random_neighbour(torch.tensor([4, 4])).tolist() == [-1, -1]  # no neighbours
 
 
 def test_inner_variant_uses_the_diagonal_matrix() -> None:

@@ -33,7 +33,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _build_report(results: Path, metrics: list[str], paper: bool):
+def _build_report(results: Path, metrics: list[str], paper: bool, **kwargs):
     """``build_report``, printing each skipped (truncated, invalid) record as one warning line."""
     import warnings
 
@@ -43,7 +43,7 @@ def _build_report(results: Path, metrics: list[str], paper: bool):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rep = build_report(results, metrics, paper)
+        rep = build_report(results, metrics, paper, **kwargs)
     for w in caught:
         err.print(Text.assemble(("warning:", "yellow"), f" {w.message}"), highlight=False, soft_wrap=True)
     return rep
@@ -107,6 +107,7 @@ def run(
     early_stopping: Annotated[int, typer.Option(help="Patience in epochs on validation NDCG@10 (0: off).")] = 0,
     split_seed: Annotated[int, typer.Option(help="Seed of the split's candidate sampling.")] = 0,
     from_record: Annotated[Path | None, typer.Option(help="Rerun exactly the cell a record describes.")] = None,
+    tuned: Annotated[bool, typer.Option("--tuned", help="Apply the best configs stored by `recbench tune` under OUT/tuned/ (per dataset and model; --set wins).")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
 ) -> None:
     """Fit and evaluate every (dataset, model, seed) cell; one result record each, resumable."""
@@ -144,6 +145,7 @@ def run(
                 eval_every=eval_every,
                 early_stopping=early_stopping,
                 data_dir=data_dir,
+                tuned=out if tuned else None,
             )
         # every configuration check before the first fetch or write: a bad value writes nothing
         _check_run_options(out, opts.device)
@@ -211,8 +213,15 @@ def report(
     metric: Annotated[str, typer.Option(help="Comma-separated metrics, e.g. hr,ndcg or hr@5,ndcg@20.")] = "hr,ndcg",
     paper: Annotated[bool, typer.Option("--paper/--no-paper", help="Show the paper's numbers beside ours.")] = True,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
+    reference: Annotated[str | None, typer.Option(help="Model every other is tested against (default: opeci when present).")] = None,
+    test: Annotated[str, typer.Option(help="Paired test over users: wilcoxon or bootstrap.")] = "wilcoxon",
+    alpha: Annotated[float, typer.Option(help="Significance level after Holm's correction.")] = 0.05,
+    experiment: Annotated[str | None, typer.Option(help="Report one experiment's records (see `recbench experiment`).")] = None,
 ) -> None:
-    """A Table-2-style table from the result records (mean ± std over seeds)."""
+    """A Table-2-style table with statistics, from the result records.
+
+    Mean ± std and 95 % CI over seeds, paired tests against a reference model with Holm's
+    correction, sampled vs full ranking with Kendall τ."""
     from recbench.report import render
 
     metrics = [m if "@" in m else f"{m}@10" for m in _csv(metric)]
@@ -221,7 +230,17 @@ def report(
             raise fail(f"unknown metric {m!r}; valid: hr@K, ndcg@K")
     if not (results / "records").exists():
         raise fail(f"no result records under {results}/records; run `recbench run` first")
-    text = render(_build_report(results, metrics, paper), format.value, paper)
+    if test not in ("wilcoxon", "bootstrap"):
+        raise fail(f"unknown test {test!r}; valid: wilcoxon, bootstrap")
+    if not 0 < alpha < 1:
+        raise fail(f"--alpha {alpha}: expected a level between 0 and 1, e.g. 0.05")
+    try:
+        rep = _build_report(results, metrics, paper, reference=reference, test=test, alpha=alpha, experiment=experiment)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    for w in rep.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape_markup(w)}", highlight=False, soft_wrap=True)
+    text = render(rep, format.value, paper)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
@@ -354,6 +373,134 @@ def bench_cmd(
     Console().print(render_markdown(record), markup=False, highlight=False, soft_wrap=True)
     err.print(f"wrote {path} and {path.with_suffix('.md')}", highlight=False)
     if any(r["status"] != "ok" for r in record["models"]):
+        raise typer.Exit(1)
+
+
+def escape_markup(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+@app.command("tune")
+def tune_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Comma-separated datasets.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Comma-separated model names.")],
+    grid: Annotated[list[str] | None, typer.Option("--grid", help="Search values: MODEL.PARAM=V1,V2,... (repeatable; replaces the default space's values for PARAM).")] = None,
+    trials: Annotated[int | None, typer.Option(help="Trials per (dataset, model); default: the same budget for every model, from search_spaces.toml.")] = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated model seeds per trial (the score is their mean).")] = "0",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Fix a config value in every trial: MODEL.PARAM=VALUE (repeatable).")] = None,
+    search_seed: Annotated[int, typer.Option(help="Seed of the random subset of the grid when --trials is smaller than it.")] = 0,
+    split_seed: Annotated[int, typer.Option(help="Seed of the split's candidate sampling.")] = 0,
+    out: Annotated[Path, typer.Option(help="Results folder (trial records and tuned/<dataset>/<model>.json).")] = Path("results"),
+    force: Annotated[bool, typer.Option(help="Redo trials whose record exists.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
+) -> None:
+    """Search hyperparameters on the validation split; keep the best config per dataset and model.
+
+    Never looks at the test item. `recbench run --tuned` applies the stored config. Trials are
+    ordinary, resumable records (tagged purpose=tune, never shown by `recbench report`)."""
+    from rich.table import Table
+
+    from recbench.progress import RichReporter
+    from recbench.registry import parse_model_list
+    from recbench.runner import parse_overrides
+    from recbench.tune import TuneOptions, parse_grid, plan, tune
+
+    try:
+        names = parse_model_list(model)
+        datasets = _csv(dataset)
+        if not datasets:
+            raise ConfigError("--dataset: give at least one dataset")
+        opts = TuneOptions(
+            seeds=_parse_seeds(seeds), trials=trials, search_seed=search_seed,
+            fixed=parse_overrides(set_ or []), grid=parse_grid(grid or []), out=out,
+            split_seed=split_seed, device=device, force=force, data_dir=data_dir,
+        )
+        for m in [*opts.fixed, *opts.grid]:
+            if m not in names:
+                raise ConfigError(f"--set/--grid names model {m!r}, which is not in --model ({', '.join(names)})")
+        plans = {m: plan(m, opts) for m in names}  # every value checked before any work
+        _check_run_options(out, device)
+        _check_datasets(datasets, data_dir)
+        for m, (cands, size, _space) in plans.items():
+            err.print(f"{m}: {len(cands)} trial(s) of a {size}-point grid", highlight=False)
+        docs = []
+        with RichReporter(err) as reporter:
+            for ds in datasets:
+                for m in names:
+                    docs.append(tune(ds, m, opts, reporter))
+    except (ConfigError, ValueError) as e:
+        raise fail(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    console = Console()
+    for doc in docs:
+        table = Table(title=f"{doc['dataset']} / {doc['model']}: validation {doc['metric'].split()[-1].upper()} per trial")
+        params = list(doc["search_space"])
+        for c in [*params, "validation", "status"]:
+            table.add_column(c, justify="right")
+        for t in sorted(doc["trials"], key=lambda t: -t["score"] if t["score"] == t["score"] else 1e9):
+            best = t["params"] == doc["best"]["params"]
+            row = [str(t["params"].get(p, "")) for p in params] + [f"{t['score']:.4f}", t["status"]]
+            table.add_row(*row, style="bold green" if best else None)
+        console.print(table)
+        console.print(f"best: {doc['best']['overrides'] or '(defaults)'} (validation {doc['best']['score']:.4f}) -> {doc['path']}", highlight=False, markup=False)
+
+
+@app.command("experiment")
+def experiment_cmd(
+    name: Annotated[str, typer.Argument(help="neg-ratio, interaction, aggregation, embedding-size or table2.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Comma-separated datasets.")],
+    seeds: Annotated[str, typer.Option(help="Comma-separated model seeds (3 or more for the published tables).")] = "0,1,2",
+    epochs: Annotated[int | None, typer.Option(help="Epochs for every model (default: each model's; a change is stated in the caption).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: MODEL.PARAM=VALUE (repeatable; stated in the caption).")] = None,
+    values: Annotated[str | None, typer.Option(help="Run only these grid values (neg-ratio, embedding-size), e.g. 2,6,10.")] = None,
+    protocol: Annotated[Protocol, typer.Option(help="sampled (the paper's) or both.")] = Protocol.sampled,
+    out: Annotated[Path, typer.Option(help="Results folder: records under OUT/records, outputs under OUT/experiments/NAME.")] = Path("results"),
+    force: Annotated[bool, typer.Option(help="Redo cells whose record exists.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    split_seed: Annotated[int, typer.Option(help="Seed of the split's candidate sampling.")] = 0,
+    data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
+) -> None:
+    """Run one of the paper's experiments; write its table, figure and README.
+
+    Resumable (cells are result records). Writes table.md/.csv, figure.png/.svg, report.html and
+    README.md (with the exact command) under OUT/experiments/NAME."""
+    import shlex
+
+    from recbench.experiments import ExperimentOptions, plan, run_experiment
+    from recbench.progress import RichReporter
+    from recbench.runner import parse_overrides
+
+    try:
+        datasets = _csv(dataset)
+        sets = set_ or []
+        cmd = ["recbench", "experiment", name, "--dataset", ",".join(datasets), "--seeds", seeds]
+        cmd += ["--epochs", str(epochs)] if epochs is not None else []
+        for s_ in sets:
+            cmd += ["--set", s_]
+        cmd += ["--values", values] if values else []
+        cmd += ["--protocol", protocol.value] if protocol != Protocol.sampled else []
+        cmd += ["--split-seed", str(split_seed)] if split_seed else []
+        cmd += ["--out", str(out)]
+        opts = ExperimentOptions(
+            seeds=_parse_seeds(seeds), epochs=epochs, overrides=parse_overrides(sets),
+            values=tuple(_csv(values)) if values else None,
+            protocols=("sampled", "full") if protocol == Protocol.both else (protocol.value,),
+            out=out, device=device, split_seed=split_seed, data_dir=data_dir, force=force,
+            command=shlex.join(cmd),
+        )
+        plan(name, datasets, opts)  # every check before any work
+        _check_run_options(out, device)
+        _check_datasets(datasets, data_dir)
+        with RichReporter(err) as reporter:
+            res = run_experiment(name, datasets, opts, reporter)
+    except (ConfigError, ValueError) as e:
+        raise fail(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    sys.stdout.write((res.folder / "table.md").read_text())
+    err.print(f"wrote {', '.join(str(f) for f in res.files)}", highlight=False, soft_wrap=True)
+    if res.failed:
+        err.print(f"[red]{len(res.failed)} cell(s) failed; see {res.folder / 'table.md'}[/red]")
         raise typer.Exit(1)
 
 

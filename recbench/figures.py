@@ -101,7 +101,8 @@ def _finish_grid(fig: Figure, axes: np.ndarray, used: int) -> None:
         ax.set_visible(False)
 
 
-def summary_bars(summary: pd.DataFrame, protocol: str, models: Sequence[str], title: str) -> Figure | None:
+def summary_bars(summary: pd.DataFrame, protocol: str, models: Sequence[str], title: str,
+                 paper_note: str = "black ticks: the paper's Table 2") -> Figure | None:
     """One panel per dataset: metrics as groups, models as bars (mean ± std over seeds), the
     paper's number as a black tick where the summary has one."""
     sub = summary[summary["protocol"] == protocol]
@@ -124,12 +125,13 @@ def summary_bars(summary: pd.DataFrame, protocol: str, models: Sequence[str], ti
         grouped_bars(ax, [metric_label(m) for m in metrics], models, mean, std, paper)
         ax.set_title(dataset_label(ds), fontsize=11)
         ax.set_xlabel("metric", fontsize=9)
-        ax.set_ylabel("score (mean over seeds, 0–1)", fontsize=9)
+        ax.set_ylabel("score (mean over seeds)", fontsize=9)
         top = np.nanmax(np.r_[mean.ravel() + np.nan_to_num(std.ravel()), np.nan_to_num(paper.ravel()), 0.05])
         ax.set_ylim(0, min(1.0, float(top) * 1.15))
     _finish_grid(fig, axes, len(datasets))
     _legend_below(fig, axes)
-    fig.suptitle(f"{title} ({ERR_NOTE}; black ticks: the paper's Table 2)", fontsize=11)
+    has_paper = "paper" in sub and sub["paper"].notna().any()
+    fig.suptitle(f"{title} ({ERR_NOTE}" + (f"; {paper_note})" if has_paper else ")"), fontsize=11)
     return fig
 
 
@@ -169,3 +171,71 @@ def agreement_scatter(summary: pd.DataFrame, models: Sequence[str]) -> Figure | 
     _legend_below(fig, axes)
     fig.suptitle("Sampled against full-ranking metrics (one point per model; mean over seeds)", fontsize=11)
     return fig
+
+
+def param_lines(
+    df: pd.DataFrame, xlabel: str, title: str, logx: bool = False, paper_label: str = "paper"
+) -> Figure:
+    """Rows = metrics, columns = datasets; our mean over seeds against the parameter with ± std
+    error bars, and the paper's numbers (column ``paper``) as a dashed line where present.
+    ``df``: dataset, metric, x (numeric), mean, std[, paper]."""
+    datasets = list(dict.fromkeys(df["dataset"]))
+    metrics = list(dict.fromkeys(df["metric"]))
+    fig, axes = new_figure(len(metrics), len(datasets), panel=(3.9, 3.0))
+    for i, met in enumerate(metrics):
+        for j, ds in enumerate(datasets):
+            ax = axes[i, j]
+            d = df[(df["dataset"] == ds) & (df["metric"] == met)].sort_values("x")
+            ax.errorbar(d["x"], d["mean"], yerr=_err(d["std"]), marker="o", capsize=3, linewidth=1.6,
+                        color="tab:blue", label="ours (mean ± std over seeds)")
+            if "paper" in d and d["paper"].notna().any():
+                p = d[d["paper"].notna()]
+                ax.plot(p["x"], p["paper"], marker="s", linestyle="--", color="black", linewidth=1.2, label=paper_label)
+            if logx:
+                ax.set_xscale("log", base=2)
+            ax.set_xticks(list(d["x"]), [f"{v:g}" for v in d["x"]])
+            ax.minorticks_off()
+            ax.set_title(f"{dataset_label(ds)}", fontsize=10)
+            ax.set_xlabel(xlabel, fontsize=9)
+            ax.set_ylabel(f"{metric_label(met)} (sampled)", fontsize=9)
+    _legend_below(fig, axes)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def epoch_curves(curves: pd.DataFrame, metric: str, title: str) -> Figure:
+    """One panel per dataset: ``metric`` per epoch for each model, mean over seeds with a ± std
+    band. ``curves``: dataset, model, seed, epoch, and one column per metric."""
+    datasets = list(dict.fromkeys(curves["dataset"]))
+    models = list(dict.fromkeys(curves["model"]))
+    fig, axes = new_figure(1, len(datasets), panel=(4.4, 3.3))
+    cmap = matplotlib.colormaps["tab10"]
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        for k, mod in enumerate(models):
+            d = curves[(curves["dataset"] == ds) & (curves["model"] == mod)]
+            if d.empty:
+                continue
+            g = d.groupby("epoch")[metric].agg(["mean", "std", "count"]).reset_index()
+            ax.plot(g["epoch"], g["mean"], marker="o", markersize=3, color=cmap(k % 10), label=mod, linewidth=1.6)
+            if (g["count"] > 1).any():
+                ax.fill_between(g["epoch"], g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0),
+                                color=cmap(k % 10), alpha=0.2, linewidth=0)
+        ax.set_title(dataset_label(ds), fontsize=10)
+        ax.set_xlabel("epoch", fontsize=9)
+        ax.set_ylabel(f"{metric_label(metric)} (test, sampled)", fontsize=9)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    _legend_below(fig, axes)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def retitle(fig: Figure, title: str, note: str = "", fontsize: int = 11) -> None:
+    """Replace the figure's title with ``title`` and, under it, ``note`` wrapped to the figure's
+    width (constrained layout keeps room for both, so nothing overlaps the panels)."""
+    import textwrap
+
+    width = max(36, int(fig.get_figwidth() * 9.5))
+    text = "\n".join(textwrap.fill(line, width) for line in title.split("\n"))
+    if note:
+        text += "\n" + textwrap.fill(note, int(width * 1.1))
+    fig.suptitle(text, fontsize=fontsize if not note else fontsize - 1)

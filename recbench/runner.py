@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -58,6 +58,7 @@ class RunOptions:
     ks: tuple[int, ...] = (10,)
     data_dir: Path | None = None
     tags: dict[str, Any] = field(default_factory=dict)  # recorded (and part of the key)
+    tuned: Path | None = None  # results folder whose tuned/ configs to apply (``run --tuned``)
 
     def __post_init__(self) -> None:
         bad = [p for p in self.protocols if p not in PROTOCOLS]
@@ -328,6 +329,14 @@ def run_grid(
 ) -> list[Record]:
     """Run every (dataset, model, seed) cell; records are written as each finishes."""
     validate_overrides(models, opts.overrides)
+    per_dataset = {ds: opts for ds in datasets}
+    if opts.tuned is not None:  # per-dataset tuned configs (explicit --set wins), all checked first
+        from recbench.tune import tuned_overrides
+
+        for ds in datasets:
+            ov = tuned_overrides(opts.tuned, ds, models, opts.overrides)
+            validate_overrides(models, ov)
+            per_dataset[ds] = replace(opts, overrides=ov, tags={**opts.tags, "tuned": True}, tuned=None)
     load = split_loader or default_split_loader(opts)
     records: list[Record] = []
     for ds in datasets:
@@ -336,7 +345,7 @@ def run_grid(
         split = load(ds)
         for model_name in models:
             for seed in opts.seeds:
-                records.append(run_cell(split, model_name, seed, opts, reporter))
+                records.append(run_cell(split, model_name, seed, per_dataset[ds], reporter))
     return records
 
 

@@ -70,8 +70,9 @@ def model_label(rec: Record) -> str:
     cls = MODELS.get(name)
     if cls is None:
         return name
-    defaults = config_to_dict(cls.Config())
-    diff = {k: v for k, v in rec["config"].items() if k in defaults and defaults[k] != v}
+    # compared as JSON stores them (a tuple default reads back from a record as a list)
+    defaults = json.loads(json.dumps(config_to_dict(cls.Config()), default=str))
+    diff = {k: v for k, v in rec["config"].items() if k in defaults and defaults[k] != json.loads(json.dumps(v, default=str))}
     if not diff:
         return name
     return name + "[" + ",".join(f"{k}={_fmt_value(v)}" for k, v in sorted(diff.items())) + "]"

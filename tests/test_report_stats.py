@@ -1,0 +1,241 @@
+"""Statistics in reports: paired tests against scipy, Holm, marks and legend, Kendall τ with its
+warning, LaTeX that compiles (or at least balances), HTML with embedded figures, CLI options.
+Records are fabricated (no model is trained): fixed per-user ranks, three seeds."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+from typer.testing import CliRunner
+
+from recbench.cli import app
+from recbench.eval import metrics as M
+from recbench.models.base import config_to_dict
+from recbench.registry import MODELS
+from recbench.report import build_report, render, resolve_reference, select_records
+from recbench.results import Record, write_record
+
+N_USERS = 200
+USERS = np.arange(N_USERS, dtype=np.int32) * 3 + 1  # ids that are not positions
+
+
+def _ranks(rng: np.random.Generator, scale: float, n: int = N_USERS) -> np.ndarray:
+    return np.minimum(rng.geometric(1 / scale, size=n) - 1, 99).astype(np.int32)
+
+
+# sampled ordering: opeci > bpr > itempop; full ordering: bpr > opeci > itempop (a swap)
+SCALES = {"opeci": (3.0, 40.0), "bpr": (5.0, 25.0), "itempop": (12.0, 90.0)}
+
+
+def make_records(dataset: str = "ml-100k", split: str = "fp1", tags: dict | None = None) -> list[Record]:
+    recs = []
+    for m, (s_sampled, s_full) in SCALES.items():
+        for seed in range(3):
+            rng = np.random.default_rng([list(SCALES).index(m), seed])
+            perm = rng.permutation(N_USERS)  # every record lists its users in its own order
+            ranks = {"test/sampled": _ranks(rng, s_sampled)[perm], "test/full": (_ranks(rng, s_full) * 5)[perm]}
+            data = {
+                "key": f"{m}{seed}{split}{json.dumps(tags or {}, sort_keys=True)}".replace('"', "").replace(" ", "")[:40],
+                "status": "ok", "dataset": dataset, "model": m, "seed": seed,
+                "config": config_to_dict(MODELS[m].Config()), "metrics": {}, "protocols": ["full", "sampled"],
+                "split": split, "tags": tags or {},
+            }
+            recs.append(Record(data=data, users=USERS[perm], ranks=ranks))
+    return recs
+
+
+@pytest.fixture(scope="module")
+def records() -> list[Record]:
+    return make_records()
+
+
+def _per_user_mean(recs: list[Record], model: str, role: str, metric: str) -> np.ndarray:
+    vals = []
+    for r in recs:
+        if r["model"] == model:
+            order = np.argsort(r.users)
+            vals.append(M.per_user(r.ranks[role], metric)[order])
+    return np.mean(vals, axis=0)
+
+
+def test_paired_tests_match_scipy_with_holm(records: list[Record]) -> None:
+    rep = build_report(None, ["ndcg@10", "hr@10"], records=records)
+    assert rep.reference == "opeci"
+    s = rep.summary
+    for proto in ("sampled", "full"):
+        for metric in ("ndcg@10", "hr@10"):
+            ref = _per_user_mean(records, "opeci", f"test/{proto}", metric)
+            raw = {}
+            for m in ("bpr", "itempop"):
+                other = _per_user_mean(records, m, f"test/{proto}", metric)
+                raw[m] = sps.wilcoxon(ref, other).pvalue
+                row = s[(s.protocol == proto) & (s.metric == metric) & (s.model == m)].iloc[0]
+                assert row["p_value"] == pytest.approx(raw[m])
+                assert row["n_users"] == N_USERS
+                assert row["mean_diff"] == pytest.approx((ref - other).mean())
+            lo, hi = sorted(raw, key=raw.get)
+            # Holm over the two comparisons of this row
+            assert s[(s.protocol == proto) & (s.metric == metric) & (s.model == lo)]["p_holm"].iloc[0] == pytest.approx(min(1, 2 * raw[lo]))
+            assert s[(s.protocol == proto) & (s.metric == metric) & (s.model == hi)]["p_holm"].iloc[0] == pytest.approx(
+                min(1, max(2 * raw[lo], raw[hi])))
+    ref_rows = s[s.model == "opeci"]
+    assert ref_rows["p_value"].isna().all() and not ref_rows["significant"].any()
+
+
+def test_bootstrap_option(records: list[Record]) -> None:
+    rep = build_report(None, ["ndcg@10"], records=records, test="bootstrap", reference="bpr")
+    s = rep.summary
+    row = s[(s.protocol == "sampled") & (s.model == "itempop")].iloc[0]
+    assert row["reference"] == "bpr" and 0 < row["p_value"] <= 1 and row["significant"]
+    assert "bootstrap" in render(rep, "markdown")
+    with pytest.raises(ValueError, match="unknown test"):
+        build_report(None, ["ndcg@10"], records=records, test="ttest")
+
+
+def test_markdown_has_marks_legend_ci_and_agreement(records: list[Record]) -> None:
+    rep = build_report(None, ["ndcg@10", "hr@10"], records=records)
+    md = render(rep, "markdown")
+    assert "†" in md and "differs from opeci at p < 0.05 after Holm" in md
+    assert "95 % confidence interval" in md and "[0." in md
+    assert "Kendall τ" in md and "Rank (full)" in md
+    # the fabricated full ranking swaps opeci and bpr: a warning names them
+    assert "**Warning:**" in md and ("bpr vs opeci" in md or "opeci vs bpr" in md) and "Krichene" in md
+    assert any(not a for a in rep.agreement["agree"])
+    ag = rep.agreement[(rep.agreement.metric == "ndcg@10")].iloc[0]
+    assert ag["tau"] == pytest.approx(sps.kendalltau([3, 2, 1], [2, 3, 1]).statistic)  # opeci, bpr, itempop
+    assert "paper 0.441" in md  # ml-100k: the paper's Table 2 beside ours
+
+
+def test_csv_and_json_carry_the_statistics(records: list[Record]) -> None:
+    rep = build_report(None, ["ndcg@10"], records=records)
+    df = pd.read_csv(io.StringIO(render(rep, "csv")))
+    for col in ("ci95_low", "ci95_high", "p_value", "p_holm", "significant", "kendall_tau_sampled_full", "second"):
+        assert col in df.columns
+    data = json.loads(render(rep, "json"))
+    assert data["reference"] == "opeci" and data["agreement"] and data["warnings"]
+    assert "sampled" in data["legend"]
+
+
+def test_pairing_requires_the_same_split(records: list[Record]) -> None:
+    other = [r for r in make_records(split="fp2") if r["model"] == "bpr"]
+    mixed = [r for r in records if r["model"] != "bpr"] + other
+    rep = build_report(None, ["ndcg@10"], records=mixed)
+    row = rep.summary[(rep.summary.model == "bpr") & (rep.summary.protocol == "sampled")].iloc[0]
+    assert np.isnan(row["p_value"]) and "differs from the reference" in row["test_note"]
+    assert "Not tested: bpr" in render(rep, "markdown")
+
+
+def test_reference_resolution() -> None:
+    assert resolve_reference(["bpr", "opeci[epochs=2]"], None) == "opeci[epochs=2]"
+    assert resolve_reference(["bpr", "itempop"], None) is None
+    with pytest.raises(ValueError, match="not among the models"):
+        resolve_reference(["bpr"], "ncf")
+    with pytest.raises(ValueError, match="ambiguous"):
+        resolve_reference(["opeci[epochs=2]", "opeci[epochs=3]"], "opeci")
+
+
+def test_tune_and_experiment_records_stay_out(records: list[Record]) -> None:
+    tuned = make_records(tags={"purpose": "tune"})
+    exp = make_records(tags={"experiment": "aggregation"})
+    assert len(select_records(records + tuned + exp)) == len(records)
+    assert len(select_records(records + tuned + exp, experiment="aggregation")) == len(exp)
+
+
+def _balanced(tex: str) -> None:
+    for env in ("table", "tabular"):
+        assert tex.count(f"\\begin{{{env}}}") == tex.count(f"\\end{{{env}}}") > 0
+    depth = 0
+    for i, c in enumerate(tex):
+        if c in "{}" and i and tex[i - 1] == "\\":
+            continue
+        depth += {"{": 1, "}": -1}.get(c, 0)
+        assert depth >= 0
+    assert depth == 0
+    for line in tex.splitlines():
+        if line.startswith("%"):
+            continue
+        assert line.count("$") % 2 == 0, line
+        assert not re.search(r"(?<!\\)[_&%#](?![^$]*\$)", line.replace("&", "")), line  # only escaped specials
+
+
+def test_latex_booktabs_bold_underline_caption(records: list[Record], tmp_path: Path) -> None:
+    rep = build_report(None, ["ndcg@10", "hr@10"], records=records)
+    tex = render(rep, "latex")
+    _balanced(tex)
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    assert "\\textbf{" in tex and "\\underline{" in tex and "$^{\\dagger}$" in tex
+    captions = re.findall(r"\\caption\{(.*)\}", tex)
+    assert len(captions) == 2 and all("dagger" in c and "Holm" in c for c in captions)
+    assert "Kendall $\\tau$" in captions[1]
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed: balanced-environment check only")
+    doc = "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + tex + "\\end{document}\n"
+    (tmp_path / "t.tex").write_text(doc)
+    r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:]
+
+
+def test_latex_escapes_labels() -> None:
+    recs = make_records()
+    for r in recs:
+        if r["model"] == "bpr":
+            r.data["config"] = {**r.data["config"], "learning_rate": 0.05}
+    tex = render(build_report(None, ["ndcg@10"], records=recs), "latex")
+    assert "bpr[learning\\_rate=0.05]" in tex
+    _balanced(tex)
+
+
+def test_html_is_self_contained(records: list[Record]) -> None:
+    page = render(build_report(None, ["ndcg@10", "hr@10"], records=records), "html")
+
+    class P(HTMLParser):
+        imgs: ClassVar[list[str]] = []
+        tables = 0
+        external: ClassVar[list[str]] = []
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            a = dict(attrs)
+            if tag == "table":
+                P.tables += 1
+            if tag == "img":
+                P.imgs.append(a.get("src", ""))
+            for k in ("href", "src"):
+                if a.get(k, "").startswith(("http", "//", "file:")):
+                    P.external.append(a[k])
+
+    P().feed(page)
+    assert P.tables >= 5 and not P.external
+    assert len(P.imgs) >= 3 and all(s.startswith("data:image/png;base64,") for s in P.imgs)
+    assert "Warning:" in page and "&dagger;" in page
+
+
+def test_cli_report_options(records: list[Record], tmp_path: Path) -> None:
+    for r in records:
+        write_record(tmp_path, Record(data=dict(r.data), users=r.users, ranks=r.ranks))
+    runner = CliRunner()
+    r = runner.invoke(app, ["report", "--results", str(tmp_path), "--reference", "bpr", "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(io.StringIO(r.stdout))
+    assert set(df.dropna(subset=["p_value"]).model) == {"opeci", "itempop"}
+    assert "warning:" in r.stderr and "order the models differently" in r.stderr
+    r = runner.invoke(app, ["report", "--results", str(tmp_path), "--reference", "ncf"])
+    assert r.exit_code == 2 and "not among the models" in r.output
+    r = runner.invoke(app, ["report", "--results", str(tmp_path), "--test", "ttest"])
+    assert r.exit_code == 2 and "unknown test" in r.output
+    out = tmp_path / "r.tex"
+    r = runner.invoke(app, ["report", "--results", str(tmp_path), "-f", "latex", "-o", str(out), "--test", "bootstrap"])
+    assert r.exit_code == 0 and "\\toprule" in out.read_text()
+    r = runner.invoke(app, ["report", "--results", str(tmp_path), "--experiment", "nosuch", "-f", "json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["rows"] == []

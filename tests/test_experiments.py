@@ -1,0 +1,178 @@
+"""``recbench experiment``: every preset end to end on a tiny synthetic split with the real
+OPECI (and its variants) at tiny settings; tables, figures, README, resume, errors, CLI."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import recbench.experiments as E
+from recbench.cli import app
+from recbench.data.split import leave_one_out
+from recbench.data.synthetic import make_synthetic
+from recbench.data.types import Split
+from recbench.models.base import ConfigError
+from recbench.registry import MODELS
+
+OPECI_TINY = {"embedding_size": "8", "batch_size": "1024", "precise_bn_batches": "1", "mlp_hidden": "(16,)"}
+OPECIS = ["opeci", "opeci-inner", "opeci-i", "opeci-u", "opeci-iu"]
+
+
+@pytest.fixture(scope="module")
+def micro() -> Split:
+    data = make_synthetic(n_users=40, n_items=130, mean_interactions=12, seed=1, name="micro")
+    return leave_one_out(data, seed=0)
+
+
+def _opts(out: Path, name: str, **kw) -> E.ExperimentOptions:
+    models = E.get_preset(name).models
+    sets = {m: dict(OPECI_TINY) for m in models if m in OPECIS}
+    if name == "embedding-size":
+        sets = {m: {k: v for k, v in s.items() if k != "embedding_size"} for m, s in sets.items()}
+    if name == "table2":
+        sets["cadncf"] = {"embedding_size": "8"}
+        sets["dmf"] = {"hidden": "(16,)", "embedding_size": "8"}
+    base = {"seeds": (0,), "epochs": 1, "overrides": sets, "out": out}
+    return E.ExperimentOptions(**{**base, **kw})
+
+
+def _files_ok(res: E.ExperimentResult) -> str:
+    for f in ("table.md", "table.csv", "figure.png", "figure.svg", "report.html", "README.md"):
+        assert (res.folder / f).stat().st_size > 0, f
+    assert (res.folder / "figure.png").read_bytes()[:4] == b"\x89PNG"
+    assert "<svg" in (res.folder / "figure.svg").read_text()[:2000]
+    assert "data:image/png;base64," in (res.folder / "report.html").read_text()
+    readme = (res.folder / "README.md").read_text()
+    assert "```bash\nrecbench experiment " + res.name in readme
+    # every reduction is written down, never silent
+    table = (res.folder / "table.md").read_text()
+    for text in (table, readme):
+        assert "1 seed (fewer than the 3 planned; no error bars)" in text
+        assert "Epochs set to 1 for every model" in text and "Changed from the paper's settings with --set" in text
+    assert not res.failed
+    return table
+
+
+def test_opeci_is_registered() -> None:
+    assert all(m in MODELS for m in OPECIS)  # the tests below use the real models
+
+
+def test_neg_ratio_with_paper_numbers(micro: Split, tmp_path: Path) -> None:
+    split = replace(micro, dataset="ml-100k")  # named like a paper dataset: its settings and Table 3
+    res = E.run_experiment("neg-ratio", ["ml-100k"], _opts(tmp_path, "neg-ratio", values=("2", "6")),
+                           split_loader=lambda _: split)
+    table = _files_ok(res)
+    assert "n_negatives=2" in table and "n_negatives=6" in table and "n_negatives=4" not in table
+    assert "(paper 0.757)" in table and "(paper 0.441)" in table
+    assert "Grid reduced to n_negatives ∈ {2, 6}" in table
+    df = pd.read_csv(res.folder / "table.csv")
+    assert set(df.x) == {2, 6} and df.paper.notna().all()
+    recs = [r for r in res.records if r.status == "ok"]
+    assert {r["config"]["n_negatives"] for r in recs} == {2, 6}
+    assert all(r["config"]["embedding_size"] == 8 and r["tags"] == {"experiment": "neg-ratio"} for r in recs)
+    # resume: a rerun reads the records back and does no new work
+    n = len(list((tmp_path / "records").rglob("*.json")))
+    again = E.run_experiment("neg-ratio", ["ml-100k"], _opts(tmp_path, "neg-ratio", values=("2", "6")),
+                             split_loader=lambda _: split)
+    assert len(list((tmp_path / "records").rglob("*.json"))) == n
+    assert [r.key for r in again.records] == [r.key for r in res.records]
+
+
+def test_interaction_curves(micro: Split, tmp_path: Path) -> None:
+    res = E.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction", epochs=2),
+                           split_loader=lambda _: micro)
+    res_table = (res.folder / "table.md").read_text()
+    assert "best epoch" in res_table and "opeci-inner" in res_table
+    curves = pd.read_csv(res.folder / "curves_per_seed.csv")
+    assert set(curves.model) == {"opeci", "opeci-inner"} and set(curves.epoch) == {1, 2}
+    assert all(r["eval_every"] == 1 for r in res.records)
+
+
+def test_aggregation(micro: Split, tmp_path: Path) -> None:
+    res = E.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation"), split_loader=lambda _: micro)
+    table = _files_ok(res)
+    for m in ("opeci", "opeci-i", "opeci-u", "opeci-iu"):
+        assert f"| {m}" in table or f" {m} " in table
+    assert "differs from opeci" in table  # the paired tests against OPECI are described
+    df = pd.read_csv(res.folder / "table.csv")
+    assert {"p_value", "p_holm"} <= set(df.columns)
+
+
+def test_embedding_size(micro: Split, tmp_path: Path) -> None:
+    res = E.run_experiment("embedding-size", ["micro"], _opts(tmp_path, "embedding-size", values=("8", "16")),
+                           split_loader=lambda _: micro)
+    table = _files_ok(res)
+    assert "embedding_size=8" in table and "embedding_size=16" in table
+    assert {r["config"]["embedding_size"] for r in res.records} == {8, 16}
+
+
+def test_table2_all_seven(micro: Split, tmp_path: Path) -> None:
+    split = replace(micro, dataset="filmtrust")
+    res = E.run_experiment("table2", ["filmtrust"], _opts(tmp_path, "table2"), split_loader=lambda _: split)
+    table = _files_ok(res)
+    assert {r["model"] for r in res.records} == {"itempop", "bpr", "dmf", "ncf", "cml", "cadncf", "opeci"}
+    assert "paper 0.812" in table  # OPECI on FilmTrust, the paper's Table 2
+    assert "Epochs set to 1 for every model (defaults: bpr 100" in table
+
+
+def test_paper_settings_per_dataset() -> None:
+    opts = E.ExperimentOptions(seeds=(0, 1, 2))
+    _, cells, notes = E.plan("table2", ["ml-1m", "ml-100k"], opts)
+    by = {(c.dataset, c.model): c.overrides for c in cells}
+    assert by[("ml-1m", "opeci")] == {"embedding_size": 32, "n_negatives": 8}
+    assert by[("ml-100k", "opeci")] == {"embedding_size": 64, "n_negatives": 6}
+    assert by[("ml-1m", "bpr")] == {}
+    assert notes == []  # the paper's settings, three seeds: nothing to declare
+    _, cells, _ = E.plan("neg-ratio", ["ml-1m"], opts)
+    assert cells[0].overrides == {"embedding_size": 32, "n_negatives": 2}
+    _, cells, _ = E.plan("aggregation", ["yelp"], opts)
+    assert all(c.overrides == {"embedding_size": 64, "n_negatives": 8} for c in cells)  # variants share OPECI's
+    assert list(E.paper_table3().query("dataset == 'yelp' and metric == 'ndcg@10'").paper) == [0.143, 0.151, 0.153, 0.159, 0.156]
+
+
+def test_errors_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opts = E.ExperimentOptions(out=tmp_path)
+    with pytest.raises(ConfigError, match="unknown experiment 'nosuch'"):
+        E.plan("nosuch", ["micro"], opts)
+    with pytest.raises(ConfigError, match="varies n_negatives itself"):
+        E.plan("neg-ratio", ["micro"], replace(opts, overrides={"opeci": {"n_negatives": "3"}}))
+    with pytest.raises(ConfigError, match="does not run"):
+        E.plan("neg-ratio", ["micro"], replace(opts, overrides={"bpr": {"epochs": "3"}}))
+    with pytest.raises(ConfigError, match="has no grid"):
+        E.plan("aggregation", ["micro"], replace(opts, values=("2",)))
+    with pytest.raises(ConfigError, match="expected an integer"):
+        E.plan("embedding-size", ["micro"], replace(opts, values=("big",)))
+    # a model that is not registered: one line naming it
+    monkeypatch.setattr(E, "MODELS", {k: v for k, v in MODELS.items() if k not in ("opeci-i", "opeci-u")})
+    with pytest.raises(ConfigError, match=r"needs models not registered yet: opeci-i, opeci-u \(registered"):
+        E.plan("aggregation", ["micro"], opts)
+    assert not (tmp_path / "records").exists()
+
+
+def test_cli_experiment(micro: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import recbench.data
+
+    synthetic = replace(micro, dataset="synthetic")
+    monkeypatch.setattr(recbench.data, "load_split", lambda name, **kw: synthetic)
+    out = tmp_path / "res"
+    args = ["experiment", "embedding-size", "-d", "synthetic", "--seeds", "0,1", "--epochs", "1", "--values", "8",
+            "--set", "opeci.batch_size=1024", "--set", "opeci.mlp_hidden=(16,)", "--out", str(out)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    folder = out / "experiments" / "embedding-size"
+    readme = (folder / "README.md").read_text()
+    assert "recbench experiment embedding-size --dataset synthetic --seeds 0,1 --epochs 1" in readme
+    assert "'--set' 'opeci.mlp_hidden=(16,)'" in readme or "'opeci.mlp_hidden=(16,)'" in readme
+    assert "2 seeds (fewer than the 3 planned)" in readme
+    df = pd.read_csv(io.StringIO((folder / "table.csv").read_text()))
+    assert list(df.n_seeds) == [2, 2]  # hr@10 and ndcg@10 at d = 8, two seeds each
+    # the experiment's records are reported on their own
+    r = CliRunner().invoke(app, ["report", "--results", str(out), "--experiment", "embedding-size", "-f", "csv"])
+    assert r.exit_code == 0 and "opeci[" in r.stdout
+    r = CliRunner().invoke(app, ["experiment", "neg-ratio", "-d", "synthetic", "--set", "opeci.n_negatives=2", "--out", str(out)])
+    assert r.exit_code == 2 and "varies n_negatives itself" in r.output

@@ -338,6 +338,8 @@ def write_outputs(p: Preset, datasets: list[str], records: list[Record], notes: 
     n_seeds = sorted(set(counts.values()))
     seeds_text = f"{n_seeds[0]}" if len(n_seeds) == 1 else f"{n_seeds[0]}–{n_seeds[-1]}"
     err_text = f"error bars: ± 1 std over {seeds_text} seed{'s' if n_seeds[-1] != 1 else ''}"
+    negs = sorted({int((r.data.get("split_info") or {}).get("n_negatives", 99)) for r in ok})
+    cands = " / ".join(str(n + 1) for n in negs) + " candidates per user"
     title = p.title
     files: list[Path] = []
     extra_md: list[str] = []
@@ -352,7 +354,7 @@ def write_outputs(p: Preset, datasets: list[str], records: list[Record], notes: 
                             paper_label="paper (Table 3)")
         table_md = _md(wide)
         csv = tidy
-        caption = (f"{title}. OPECI, sampled protocol (100 candidates), mean ± std over {seeds_text} seed(s); best per row in bold"
+        caption = (f"{title}. OPECI, sampled protocol ({cands}), mean ± std over {seeds_text} seed(s); best per row in bold"
                    + ("; the paper's Table 3 in parentheses." if paper is not None else "."))
     elif p.name == "interaction":
         rep = R.build_report(None, p.metrics, paper=False, records=ok, label=R.base_label, reference="opeci")
@@ -384,7 +386,7 @@ def write_outputs(p: Preset, datasets: list[str], records: list[Record], notes: 
             table_md = _md(R.pivot(rep.summary, "sampled", False, style=R.MD_STYLE).reset_index())
             extra_md = [R.legend(rep, "sampled") + " Best per row in bold."]
         csv = rep.summary
-        caption = f"{title}. Sampled protocol (100 candidates); mean ± std over {seeds_text} seed(s)."
+        caption = f"{title}. Sampled protocol ({cands}); mean ± std over {seeds_text} seed(s)."
 
     caption_full = " ".join([caption, *notes])
     table_text = f"**{caption_full}**\n\n{table_md}\n" + ("\n" + "\n\n".join(extra_md) + "\n" if extra_md else "")

@@ -166,7 +166,7 @@ def agreement_scatter(summary: pd.DataFrame, models: Sequence[str]) -> Figure | 
                 ax.annotate(r["model"], (r["sampled"], r["full"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
             ax.margins(0.15)
             ax.set_title(f"{dataset_label(ds)} · {metric_label(met)}", fontsize=10)
-            ax.set_xlabel(f"{metric_label(met)}, sampled (100 candidates)", fontsize=9)
+            ax.set_xlabel(f"{metric_label(met)}, sampled protocol", fontsize=9)
             ax.set_ylabel(f"{metric_label(met)}, full ranking", fontsize=9)
     _legend_below(fig, axes)
     fig.suptitle("Sampled against full-ranking metrics (one point per model; mean over seeds)", fontsize=11)

@@ -329,6 +329,7 @@ class Report:
     notes: list[str] = field(default_factory=list)  # extra caption lines (e.g. reduced settings)
     title: str = "recbench report"
     figures: list[tuple[str, Any]] = field(default_factory=list)  # (caption, matplotlib Figure) for HTML
+    n_negatives: list[int] = field(default_factory=list)  # sampled negatives per test user, as the splits recorded
 
     @property
     def warnings(self) -> list[str]:
@@ -375,8 +376,9 @@ def build_report(
     notes = []
     if ref is None and len(set(ok_labels)) > 1:
         notes.append("No paired significance tests: the reference model (opeci, or --reference) has no records.")
+    negs = sorted({int(n) for r in records if r.status == "ok" and (n := (r.data.get("split_info") or {}).get("n_negatives")) is not None})
     return Report(summary=summary, failed=failures(records), protocols=protocols, reference=ref,
-                  test=test, alpha=alpha, agreement=agreement, notes=notes)
+                  test=test, alpha=alpha, agreement=agreement, notes=notes, n_negatives=negs)
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -527,6 +529,16 @@ def agreement_table(rep: Report) -> pd.DataFrame:
     })
 
 
+def proto_title(rep: Report, proto: str) -> str:
+    """The protocol's title, with the split's number of sampled negatives as recorded."""
+    if proto == "sampled" and rep.n_negatives and rep.n_negatives != [99]:
+        n = rep.n_negatives
+        if len(n) == 1:
+            return f"Sampled protocol: the held-out item ranked among its {n[0] + 1} stored candidates ({n[0]} sampled negatives)"
+        return f"Sampled protocol: the held-out item ranked among its stored candidates ({'/'.join(map(str, n))} sampled negatives, by split)"
+    return _PROTO_TITLE[proto]
+
+
 _PROTO_TITLE = {
     "sampled": "Sampled protocol: the held-out item ranked among its 100 stored candidates (99 sampled negatives)",
     "full": "Full ranking: the held-out item ranked among all items without a training interaction",
@@ -568,7 +580,7 @@ def _render_markdown(rep: Report, paper: bool) -> str:
     parts = []
     for proto in rep.protocols:
         t = pivot(rep.summary, proto, paper and proto == "sampled", style=MD_STYLE)
-        parts.append(f"### {_PROTO_TITLE[proto]}\n\n{legend(rep, proto)} Best per row in bold.\n")
+        parts.append(f"### {proto_title(rep, proto)}\n\n{legend(rep, proto)} Best per row in bold.\n")
         parts.append(_md(t.reset_index()))
     for proto in rep.protocols:
         parts.append(f"### Statistics, {proto} protocol: 95 % confidence interval (t, over seeds) and paired tests\n")
@@ -604,7 +616,7 @@ def _render_latex(rep: Report) -> str:
         t["Metric"] = t["Metric"].map(tex_escape)
         t.columns = [f"{{{c}}}" for c in t.columns]
         body = t.to_latex(escape=False, index=False, column_format="ll" + "c" * (len(t.columns) - 2))
-        cap = [f"{_PROTO_TITLE[proto]}.", legend(rep, proto, mark="$^{\\dagger}$"),
+        cap = [f"{proto_title(rep, proto)}.", legend(rep, proto, mark="$^{\\dagger}$"),
                "Best per row in bold, second best underlined."]
         if proto == "full" and not rep.agreement.empty:
             taus = ", ".join(f"{DATASET_LABELS.get(r['dataset'], r['dataset'])} {r['metric'].upper()} "
@@ -660,7 +672,7 @@ def _render_html(rep: Report, paper: bool) -> str:
     models = _order_models(rep.summary["model"]) if not rep.summary.empty else []
     for proto in rep.protocols:
         t = pivot(rep.summary, proto, paper and proto == "sampled", style={**HTML_STYLE, "mark": "&dagger;"})
-        body.append(f"<h2>{html.escape(_PROTO_TITLE[proto])}</h2>")
+        body.append(f"<h2>{html.escape(proto_title(rep, proto))}</h2>")
         body.append(f"<p class='legend'>{html.escape(legend(rep, proto))} Best per row in bold, second underlined.</p>")
         body.append(t.reset_index().to_html(escape=False, border=0, classes="results", index=False))
     for proto in rep.protocols:
@@ -676,7 +688,7 @@ def _render_html(rep: Report, paper: bool) -> str:
     for proto in rep.protocols:
         f = F.summary_bars(rep.summary, proto, models, f"{proto.capitalize()} protocol")
         if f is not None:
-            figs.append((f"{_PROTO_TITLE[proto]}. Bars: mean over seeds; {F.ERR_NOTE}; black ticks: the paper's numbers.", f))
+            figs.append((f"{proto_title(rep, proto)}. Bars: mean over seeds; {F.ERR_NOTE}; black ticks: the paper's numbers.", f))
     f = F.agreement_scatter(rep.summary, models)
     if f is not None:
         figs.append(("Sampled (x) against full-ranking (y) metrics per model.", f))

@@ -377,9 +377,9 @@ def write_outputs(p: Preset, datasets: list[str], records: list[Record], notes: 
         paper_flag = p.name == "table2"
         rep = R.build_report(None, p.metrics, paper=paper_flag, records=ok, label=R.base_label, reference="opeci")
         models = [m for m in p.models if m in set(rep.summary["model"])]
-        fig = F.summary_bars(rep.summary, "sampled", models, title, paper_note="black ticks: the paper's Table 2")
+        fig = F.summary_bars(rep.summary, "sampled", models, title, paper_note="white diamonds: the paper's Table 2")
         has_paper = rep.summary["paper"].notna().any()
-        fig_err = err_text + ("; black ticks: the paper's Table 2" if has_paper else "")
+        fig_err = err_text + ("; white diamonds: the paper's Table 2" if has_paper else "")
         if p.name == "table2":
             table_md = R.render(rep, "markdown", paper=True).strip()
         else:

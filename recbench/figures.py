@@ -76,7 +76,7 @@ def grouped_bars(
     paper: np.ndarray | None = None,
 ) -> None:
     """Bars of ``mean[g, s]`` (groups on the x axis, one colour per series), ± std error bars,
-    and the paper's value as a black marker where ``paper[g, s]`` is not NaN."""
+    and the paper's value as a white diamond where ``paper[g, s]`` is not NaN."""
     n_s = len(series)
     width = 0.8 / max(n_s, 1)
     x = np.arange(len(groups))
@@ -86,7 +86,7 @@ def grouped_bars(
         ax.bar(pos, np.nan_to_num(mean[:, k]), width * 0.92, yerr=_err(std[:, k]), capsize=2.5,
                color=cmap(k % 10), label=s, error_kw={"linewidth": 0.8})
         if paper is not None and not np.all(np.isnan(paper[:, k])):
-            ax.scatter(pos, paper[:, k], marker="_", s=120, color="black", linewidths=1.8, zorder=3,
+            ax.scatter(pos, paper[:, k], marker="D", s=22, facecolor="white", edgecolor="black", linewidths=1.2, zorder=3,
                        label="paper")
     ax.set_xticks(x, list(groups), fontsize=9)
 
@@ -102,16 +102,16 @@ def _finish_grid(fig: Figure, axes: np.ndarray, used: int) -> None:
 
 
 def summary_bars(summary: pd.DataFrame, protocol: str, models: Sequence[str], title: str,
-                 paper_note: str = "black ticks: the paper's Table 2") -> Figure | None:
+                 paper_note: str = "white diamonds: the paper's Table 2") -> Figure | None:
     """One panel per dataset: metrics as groups, models as bars (mean ± std over seeds), the
-    paper's number as a black tick where the summary has one."""
+    paper's number as a white diamond where the summary has one."""
     sub = summary[summary["protocol"] == protocol]
     if sub.empty:
         return None
     datasets = list(dict.fromkeys(sub["dataset"]))
     metrics = list(dict.fromkeys(sub["metric"]))
     rows, cols = _grid(len(datasets))
-    fig, axes = new_figure(rows, cols, panel=(max(4.0, 0.5 * len(models) * len(metrics) + 1.5), 3.4))
+    fig, axes = new_figure(rows, cols, panel=(max(4.0, 0.4 * len(models) * len(metrics) + 1.5), 3.4))
     for ax, ds in zip(axes.ravel(), datasets, strict=False):
         d = sub[sub["dataset"] == ds].set_index(["metric", "model"])
         shape = (len(metrics), len(models))
@@ -140,7 +140,7 @@ def _legend_below(fig: Figure, axes: np.ndarray) -> None:
     for ax in axes.ravel():
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(lab, h)
-    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(len(seen), 6), fontsize=9, frameon=False)
+    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(len(seen), 8), fontsize=9, frameon=False)
 
 
 def agreement_scatter(summary: pd.DataFrame, models: Sequence[str]) -> Figure | None:

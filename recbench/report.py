@@ -688,7 +688,7 @@ def _render_html(rep: Report, paper: bool) -> str:
     for proto in rep.protocols:
         f = F.summary_bars(rep.summary, proto, models, f"{proto.capitalize()} protocol")
         if f is not None:
-            figs.append((f"{proto_title(rep, proto)}. Bars: mean over seeds; {F.ERR_NOTE}; black ticks: the paper's numbers.", f))
+            figs.append((f"{proto_title(rep, proto)}. Bars: mean over seeds; {F.ERR_NOTE}; white diamonds: the paper's numbers.", f))
     f = F.agreement_scatter(rep.summary, models)
     if f is not None:
         figs.append(("Sampled (x) against full-ranking (y) metrics per model.", f))

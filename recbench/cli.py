@@ -238,6 +238,8 @@ def report(
         rep = _build_report(results, metrics, paper, reference=reference, test=test, alpha=alpha, experiment=experiment)
     except ValueError as e:
         raise fail(str(e)) from None
+    if experiment is not None and rep.summary.empty and not rep.failed:
+        raise fail(f"no result records of experiment {experiment!r} under {results}; run `recbench experiment {experiment}` first")
     for w in rep.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape_markup(w)}", highlight=False, soft_wrap=True)
     text = render(rep, format.value, paper)
@@ -461,6 +463,7 @@ def experiment_cmd(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     split_seed: Annotated[int, typer.Option(help="Seed of the split's candidate sampling.")] = 0,
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells (dataset, model, settings) and exit.")] = False,
 ) -> None:
     """Run one of the paper's experiments; write its table, figure and README.
 
@@ -490,7 +493,14 @@ def experiment_cmd(
             out=out, device=device, split_seed=split_seed, data_dir=data_dir, force=force,
             command=shlex.join(cmd),
         )
-        plan(name, datasets, opts)  # every check before any work
+        _preset, cells, notes = plan(name, datasets, opts)  # every check before any work
+        if dry_run:
+            for c in cells:
+                sys.stdout.write(f"{c.dataset}\t{c.model}\t{c.overrides}\tseeds {','.join(map(str, opts.seeds))}\n")
+            sys.stdout.write(f"{len(cells)} cell(s) x {len(opts.seeds)} seed(s) = {len(cells) * len(opts.seeds)} fits\n")
+            for n in notes:
+                sys.stdout.write(f"note: {n}\n")
+            return
         _check_run_options(out, device)
         _check_datasets(datasets, data_dir)
         with RichReporter(err) as reporter:

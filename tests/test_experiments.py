@@ -174,5 +174,8 @@ def test_cli_experiment(micro: Split, tmp_path: Path, monkeypatch: pytest.Monkey
     # the experiment's records are reported on their own
     r = CliRunner().invoke(app, ["report", "--results", str(out), "--experiment", "embedding-size", "-f", "csv"])
     assert r.exit_code == 0 and "opeci[" in r.stdout
+    r = CliRunner().invoke(app, ["experiment", "table2", "-d", "ml-1m,ml-100k", "--dry-run", "--out", str(out)])
+    assert r.exit_code == 0 and "14 cell(s) x 3 seed(s) = 42 fits" in r.stdout
+    assert "ml-1m\topeci\t{'embedding_size': 32, 'n_negatives': 8}" in r.stdout
     r = CliRunner().invoke(app, ["experiment", "neg-ratio", "-d", "synthetic", "--set", "opeci.n_negatives=2", "--out", str(out)])
     assert r.exit_code == 2 and "varies n_negatives itself" in r.output

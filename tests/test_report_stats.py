@@ -238,4 +238,4 @@ def test_cli_report_options(records: list[Record], tmp_path: Path) -> None:
     r = runner.invoke(app, ["report", "--results", str(tmp_path), "-f", "latex", "-o", str(out), "--test", "bootstrap"])
     assert r.exit_code == 0 and "\\toprule" in out.read_text()
     r = runner.invoke(app, ["report", "--results", str(tmp_path), "--experiment", "nosuch", "-f", "json"])
-    assert r.exit_code == 0 and json.loads(r.stdout)["rows"] == []
+    assert r.exit_code == 2 and "no result records of experiment 'nosuch'" in r.output

@@ -701,9 +701,8 @@ def write_ratings_dat(
 ) -> Path:
     """Write ML-1M's ``ratings.dat`` format (``user::item::rating::timestamp``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    cols = np.stack([users, items, ratings, timestamps], axis=1).astype(np.int64)
-    with open(path, "w") as fh:
-        np.savetxt(fh, cols, fmt="%d", delimiter="::")
+    cols = [np.asarray(c, dtype=np.int64).tolist() for c in (users, items, ratings, timestamps)]
+    path.write_text("".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in zip(*cols, strict=True)))
     return path
 
 

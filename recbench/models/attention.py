@@ -165,12 +165,12 @@ class _RankOneSigmoid(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, a: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-        h, a = h.float(), a.float()
+        # computed directly in out_dtype (bf16 under autocast: half the bytes of every pass)
+        h, a = h.to(out_dtype), a.to(out_dtype)
         b, c, k = a.shape
-        s = torch.empty(b, c, h.shape[1], k, dtype=h.dtype, device=h.device)
+        s = torch.empty(b, c, h.shape[1], k, dtype=out_dtype, device=h.device)
         torch.mul(h[:, None, :, None], a[:, :, None, :], out=s)
         s.sigmoid_()
-        s = s.to(out_dtype)
         ctx.save_for_backward(h, a, s)
         return s
 
@@ -179,10 +179,10 @@ class _RankOneSigmoid(torch.autograd.Function):
         h, a, s = ctx.saved_tensors
         b, c, k = a.shape
         d = h.shape[1]
-        gp = torch.ops.aten.sigmoid_backward(g.to(s.dtype), s).float().view(b * c, d, k)
-        gh = torch.bmm(gp, a.reshape(b * c, k, 1)).view(b, c, d).sum(1)
+        gp = torch.ops.aten.sigmoid_backward(g.to(s.dtype), s).view(b * c, d, k)
+        gh = torch.bmm(gp, a.reshape(b * c, k, 1)).view(b, c, d).float().sum(1)
         hx = h[:, None, None, :].expand(b, c, 1, d).reshape(b * c, 1, d)
-        ga = torch.bmm(hx, gp).view(b, c, k)
+        ga = torch.bmm(hx, gp).view(b, c, k).float()
         return gh, ga, None
 
 

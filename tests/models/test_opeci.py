@@ -303,9 +303,12 @@ def test_learns_well_above_chance(small_split: Split) -> None:
     """HR@10 of a random ranking is 0.10. OPECI reaches ItemPop's level on this popularity-skewed
     synthetic fixture (ItemPop: 0.36 validation / 0.32 test; OPECI d = 32, 8 epochs, L2 0:
     0.37 / 0.32) but does not beat it clearly; that comparison is reported, not asserted."""
-    cfg = apply_overrides(
-        OPECI.Config(), {"embedding_size": 16, "epochs": 3, "reg": 0.0, "mlp_hidden": (64, 16)}
-    )
-    m = OPECI(cfg)
-    m.fit(small_split.train, np.random.default_rng(0))
-    assert hit_rate(m, small_split) > 0.25
+    over = {"embedding_size": 16, "epochs": 2, "reg": 0.0, "mlp_hidden": (64, 16)}
+    m = OPECI(apply_overrides(OPECI.Config(), {**over, "n_negatives": 3, "precise_bn_batches": 10}))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many small ops: a second thread only adds barriers on a busy box
+    try:
+        m.fit(small_split.train, np.random.default_rng(0))
+    finally:
+        torch.set_num_threads(threads)
+    assert hit_rate(m, small_split) > 0.2  # 2× chance; this config gets 0.28 (seeds 0, 1)

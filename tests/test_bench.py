@@ -257,3 +257,29 @@ def test_gpu_script_dry_run_on_cpu(tmp_path: Path) -> None:
     assert ncf["config"]["epochs"] == 1 and ncf["config"]["embedding_size"] == 4
     assert ncf["flops_per_sample"] > 0
     assert "platformdirs missing" in (out / "gpu-log.txt").read_text()
+
+
+# ----------------------------------------------------------------------------- evaluator dtype
+
+
+def test_evaluator_ranks_float32_scores_exactly_as_float64(split: Split) -> None:
+    """The evaluator keeps float32 scores as they are (no widening copy): same ranks, ties
+    and NaNs included, as the same scores given in float64."""
+    from recbench.eval.evaluator import full_ranks, sampled_ranks
+
+    rng = np.random.default_rng(0)
+    table = rng.integers(0, 5, size=(split.n_users, split.n_items)).astype(np.float32)  # many ties
+    table[0, :3] = np.nan
+
+    class Fixed:
+        def __init__(self, dtype):
+            self.t = table.astype(dtype)
+
+        def score(self, users, items):
+            return self.t[users, items]
+
+        def score_matrix(self, users):
+            return self.t[users]
+
+    for fn in (lambda m: sampled_ranks(m, split.test), lambda m: full_ranks(m, split.train, split.test)[0]):
+        assert np.array_equal(fn(Fixed(np.float32)), fn(Fixed(np.float64)))

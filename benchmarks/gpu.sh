@@ -18,8 +18,12 @@
 #   MODELS          comma-separated models (default: every registered one, cheap ones first)
 #   ML1M_PAIRS      the shared pairs.parquet (default: shared/data/ml-1m-pairs/pairs.parquet
 #                   inside or beside the checkout; missing: an ML-1M-sized set is generated)
-#   MODEL_TIMEOUT   seconds per model (default 150; a model that runs longer is recorded as
+#   MODEL_TIMEOUT   seconds per model (default 120; a model that runs longer is recorded as
 #                   timed out in the log and the others still run)
+#   BUDGET          seconds for the whole script (default 480, inside the device tool's 600 s per
+#                   command): each model gets min(MODEL_TIMEOUT, what is left); models that no
+#                   longer fit (under 30 s left) are skipped and named in the log. The cheap
+#                   models and OPECI run first, the OPECI variants last.
 #   SETS            space-separated config overrides MODEL.PARAM=VALUE, each passed (as --set)
 #                   to its own model's run only, e.g. "opeci.batch_size=1024 dmf.batch_size=1024"
 #   BENCH_ARGS      extra arguments for every `recbench bench` run
@@ -32,7 +36,7 @@ DRY=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "gpu.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -54,7 +58,7 @@ if [[ $DRY == 1 ]]; then
   PEAK_N=256
 else
   DEVICE=${DEVICE:-cuda}
-  MODEL_TIMEOUT=${MODEL_TIMEOUT:-150}
+  MODEL_TIMEOUT=${MODEL_TIMEOUT:-120}
   SIZE=()
   PEAK_N=0
 fi
@@ -125,17 +129,24 @@ for m in "${LIST[@]}"; do
   for kv in ${SETS:-}; do
     [[ $kv == "$m".* ]] && sets+=(--set "$kv")
   done
-  say "bench $m ${sets[*]}"
+  left=$(( ${BUDGET:-480} - SECONDS ))
+  if (( left < 30 )); then
+    say "$m: skipped (only ${left}s of the ${BUDGET:-480}s budget left)"
+    status=1
+    continue
+  fi
+  tmo=$(( left < MODEL_TIMEOUT ? left : MODEL_TIMEOUT ))
+  say "bench $m ${sets[*]} (timeout ${tmo}s)"
   set +e
   # shellcheck disable=SC2086  # BENCH_ARGS is a word list on purpose
-  timeout --signal=TERM --kill-after=10 "$MODEL_TIMEOUT" "$PY" -m recbench.cli bench --dataset ml-1m --models "$m" \
+  timeout --signal=TERM --kill-after=10 "$tmo" "$PY" -m recbench.cli bench --dataset ml-1m --models "$m" \
     --epochs 1 --repeats 1 --device "$DEVICE" --protocol both --out "$part" --data-dir "$HOME_DIR" \
     "${PEAK_ARGS[@]}" "${sets[@]}" ${BENCH_ARGS:-} >> "$LOG" 2>&1
   rc=$?
   set -e
   case $rc in
     0) say "$m: ok" ;;
-    124|137) say "$m: timed out after ${MODEL_TIMEOUT}s"; status=1 ;;
+    124|137) say "$m: timed out after ${tmo}s"; status=1 ;;
     *) say "$m: failed (exit $rc; see the log)"; status=1 ;;
   esac
   # merge after every model, so a run cut short still leaves every finished model under $OUT

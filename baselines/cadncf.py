@@ -92,6 +92,7 @@ class CADNCF(TorchModel):
     target = "nce"
     output = "logit"
     inference_batch: ClassVar[int] = 4096  # a pair holds several d×d intermediates
+    cpu_inference_batch: ClassVar[int] = 4096
 
     def build_module(self, train: TrainData) -> nn.Module:
         return CADNCFModule(train.n_users, train.n_items, self.config)

@@ -74,6 +74,16 @@ def _check_run_options(out: Path, device: str) -> None:
             raise ConfigError(f"--device {device}: no CUDA device is available here; valid: cpu, auto")
 
 
+def _set_threads(threads: int) -> None:
+    """torch's intra-op thread count (recorded in every result's ``hardware``)."""
+    if threads < 0:
+        raise fail(f"--threads {threads}: give 0 (torch's default) or a positive count")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
@@ -109,6 +119,7 @@ def run(
     from_record: Annotated[Path | None, typer.Option(help="Rerun exactly the cell a record describes.")] = None,
     tuned: Annotated[bool, typer.Option("--tuned", help="Apply the best configs stored by `recbench tune` under OUT/tuned/ (per dataset and model; --set wins).")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
+    threads: Annotated[int, typer.Option(help="torch intra-op threads on CPU (0: torch's default, one per core). 1 by default: with small batches, more threads wait on each other on a busy machine (results/bench/README.md).")] = 1,
 ) -> None:
     """Fit and evaluate every (dataset, model, seed) cell; one result record each, resumable."""
     from recbench.progress import RichReporter
@@ -124,6 +135,7 @@ def run(
         versions,
     )
 
+    _set_threads(threads)
     try:
         if from_record is not None:
             old = read_record(from_record)
@@ -398,6 +410,7 @@ def tune_cmd(
     force: Annotated[bool, typer.Option(help="Redo trials whose record exists.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
+    threads: Annotated[int, typer.Option(help="torch intra-op threads on CPU (0: torch's default, one per core). 1 by default: with small batches, more threads wait on each other on a busy machine (results/bench/README.md).")] = 1,
 ) -> None:
     """Search hyperparameters on the validation split; keep the best config per dataset and model.
 
@@ -410,6 +423,7 @@ def tune_cmd(
     from recbench.runner import parse_overrides
     from recbench.tune import TuneOptions, parse_grid, plan, tune
 
+    _set_threads(threads)
     try:
         names = parse_model_list(model)
         datasets = _csv(dataset)
@@ -463,6 +477,7 @@ def experiment_cmd(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     split_seed: Annotated[int, typer.Option(help="Seed of the split's candidate sampling.")] = 0,
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
+    threads: Annotated[int, typer.Option(help="torch intra-op threads on CPU (0: torch's default, one per core). 1 by default: with small batches, more threads wait on each other on a busy machine (results/bench/README.md).")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells (dataset, model, settings) and exit.")] = False,
 ) -> None:
     """Run one of the paper's experiments; write its table, figure and README.
@@ -475,6 +490,7 @@ def experiment_cmd(
     from recbench.progress import RichReporter
     from recbench.runner import parse_overrides
 
+    _set_threads(threads)
     try:
         datasets = _csv(dataset)
         sets = set_ or []

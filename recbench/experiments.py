@@ -6,7 +6,11 @@ the paper's per-dataset settings) are data in ``recbench/experiments.toml``; the
 is ``recbench/paper/table3.csv``.
 
 Every cell is an ordinary result record (tagged ``{"experiment": NAME}``) under ``OUT/records``,
-so an experiment resumes where it stopped and a grid can accumulate over several runs; the
+so an experiment resumes where it stopped and a grid can accumulate over several runs; the tag
+labels a record without being part of its key, so one fit serves every experiment (and plain
+``recbench run``) that asks for the same cell, and the record lists the experiments that reused
+it (``used_by``). OPECI-family cells record a per-epoch curve everywhere (``[curves]`` in the
+presets) so that they are the same cell in every experiment. The
 tables and figures are rebuilt from the records each time. Outputs, under
 ``OUT/experiments/NAME/``: ``table.md`` and ``table.csv``, ``figure.png`` and ``figure.svg``,
 ``report.html`` (the table and figure on one page) and ``README.md`` with the exact command.
@@ -242,10 +246,12 @@ def run_experiment(
     load = split_loader or default_split_loader(base)
     splits: dict[str, Split] = {}
     records: list[Record] = []
+    curves = load_presets().get("curves", {})
     for c in cells:
         if c.dataset not in splits:
             splits[c.dataset] = load(c.dataset)
-        run_opts = dataclasses.replace(base, overrides={c.model: c.overrides})
+        every = max(p.eval_every, curves.get("eval_every", 0) if c.model in curves.get("models", []) else 0)
+        run_opts = dataclasses.replace(base, overrides={c.model: c.overrides}, eval_every=every)
         records += run_grid([c.dataset], [c.model], run_opts, reporter, split_loader=lambda _n, s=splits[c.dataset]: s)
     return write_outputs(p, datasets, records, notes, opts)
 

@@ -97,14 +97,16 @@ def base_label(rec: Record) -> str:
 
 
 def select_records(records: Iterable[Record], experiment: str | None = None) -> list[Record]:
-    """Tuning trials never; with ``experiment`` only that experiment's records, without it only
-    records of no experiment."""
+    """Tuning trials never; with ``experiment`` only the records that experiment made or reused,
+    without it only records made by ``recbench run`` (no experiment tag)."""
     out = []
     for r in records:
         tags = r.data.get("tags") or {}
         if tags.get("purpose") == "tune":
             continue
-        if tags.get("experiment") != experiment:
+        if experiment is None and tags.get("experiment") is not None:
+            continue
+        if experiment is not None and experiment != tags.get("experiment") and experiment not in r.data.get("used_by", []):
             continue
         out.append(r)
     return out

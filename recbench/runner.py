@@ -156,6 +156,11 @@ def build_model(name: str, overrides: dict[str, Any] | None = None) -> Model:
     return cls(cfg)
 
 
+LABEL_TAGS = ("experiment",)
+"""Tags that label a record without being part of its identity: one fit serves every experiment
+that asks for the same cell (the experiments that reused it are listed in ``used_by``)."""
+
+
 def cell_identity(split: Split, model: Model, seed: int, opts: RunOptions) -> dict[str, Any]:
     return {
         "dataset": split.dataset,
@@ -166,7 +171,7 @@ def cell_identity(split: Split, model: Model, seed: int, opts: RunOptions) -> di
         "device": opts.device,
         "eval_every": opts.eval_every,
         "early_stopping": opts.early_stopping,
-        "tags": opts.tags,
+        "tags": {k: v for k, v in opts.tags.items() if k not in LABEL_TAGS},
     }
 
 
@@ -213,7 +218,7 @@ def _run_cell(
         old = find_record(opts.out, split.dataset, model_name, seed, key)
         if old is not None and old.status == "ok" and set(wanted) <= set(old.data.get("protocols", [])):
             reporter.cell_skip(old)
-            return old
+            return _mark_used(opts, old)
 
     reporter.cell_start(split.dataset, model_name, seed, getattr(model.config, "epochs", None))
 
@@ -234,6 +239,7 @@ def _run_cell(
     )
     data: dict[str, Any] = {
         **ident,
+        "tags": dict(opts.tags),
         "key": key,
         "protocols": wanted,
         "split_info": {
@@ -288,6 +294,17 @@ def _run_cell(
     rec = Record(data=data, users=split.test.users, ranks=ranks)
     write_record(opts.out, rec)
     reporter.cell_end(rec)
+    return rec
+
+
+def _mark_used(opts: RunOptions, rec: Record) -> Record:
+    """Reusing a record for an experiment other than the one that made it: list that experiment
+    in the record's ``used_by`` (rewritten atomically, under the cell's lock)."""
+    name = opts.tags.get("experiment")
+    if name is None or rec.data.get("tags", {}).get("experiment") == name or name in rec.data.get("used_by", []):
+        return rec
+    rec.data["used_by"] = sorted({*rec.data.get("used_by", []), name})
+    write_record(opts.out, rec)
     return rec
 
 

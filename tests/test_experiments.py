@@ -179,3 +179,30 @@ def test_cli_experiment(micro: Split, tmp_path: Path, monkeypatch: pytest.Monkey
     assert "ml-1m\topeci\t{'embedding_size': 32, 'n_negatives': 8}" in r.stdout
     r = CliRunner().invoke(app, ["experiment", "neg-ratio", "-d", "synthetic", "--set", "opeci.n_negatives=2", "--out", str(out)])
     assert r.exit_code == 2 and "varies n_negatives itself" in r.output
+
+
+def test_one_fit_serves_every_experiment_and_run(micro: Split, tmp_path: Path) -> None:
+    """The experiment tag labels a record without being part of its key: `aggregation` reuses
+    `interaction`'s OPECI fit (same cell: OPECI-family cells keep a curve everywhere), a plain
+    `recbench run --eval-every 1` of that cell is reused too, and each report sees its own."""
+    from recbench.report import select_records
+    from recbench.results import iter_records
+    from recbench.runner import RunOptions, run_grid
+
+    ov = {k: v for k, v in OPECI_TINY.items()}
+    plain = run_grid(["micro"], ["opeci"], RunOptions(overrides={"opeci": {**ov, "epochs": "1"}}, out=tmp_path, eval_every=1),
+                     split_loader=lambda _: micro)
+    first = E.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction"), split_loader=lambda _: micro)
+    second = E.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation"), split_loader=lambda _: micro)
+    by_model = {r["model"]: r for r in first.records}
+    again = {r["model"]: r for r in second.records}
+    assert by_model["opeci"]["key"] == plain[0]["key"] == again["opeci"]["key"]
+    assert by_model["opeci"]["created"] == plain[0]["created"]  # not refitted
+    on_disk = list(iter_records(tmp_path))
+    opeci = [r for r in on_disk if r["model"] == "opeci"]
+    assert len(opeci) == 1 and opeci[0].data["used_by"] == ["aggregation", "interaction"]
+    assert opeci[0].data["tags"] == {}  # made by `run`: stays in the main report
+    assert [r["model"] for r in select_records(on_disk)] == ["opeci"]
+    assert {r["model"] for r in select_records(on_disk, "interaction")} == {"opeci", "opeci-inner"}
+    assert {r["model"] for r in select_records(on_disk, "aggregation")} == {"opeci", "opeci-i", "opeci-u", "opeci-iu"}
+    assert all(r["eval_every"] == 1 for r in second.records)

@@ -418,6 +418,7 @@ class OPECI(TorchModel):
     target: ClassVar[Literal["bce", "nce"]] = "nce"
     output: ClassVar[Literal["logit", "prob"]] = "logit"
     inference_batch: ClassVar[int] = 4096
+    cpu_inference_batch: ClassVar[int] = 4096
     factor_chunk: ClassVar[int] = 4096  # nodes per chunk when computing all factors
 
     def __init__(self, config: OPECIConfig | None = None) -> None:

@@ -298,6 +298,31 @@ def _expected(e: _Entry) -> ExpectedStats | None:
     return ExpectedStats(**vals, tolerance=tol)
 
 
+def _check_generator_params(e: _Entry, params: dict[str, Any]) -> None:
+    """``[NAME.params]`` against the generator's signature: known names, right types."""
+    import inspect
+
+    from recbench.data.synthetic import make_synthetic
+
+    sig = {n: p for n, p in inspect.signature(make_synthetic).parameters.items() if n != "name"}
+    for key, value in params.items():
+        if key not in sig:
+            raise e.fail(f"params.{key}", f"unknown generator parameter; valid: {', '.join(sig)}")
+        default = sig[key].default
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(value, type(default))
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and value >= (0 if key == "seed" else 1)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and value > 0
+        else:
+            ok = True
+        if not ok:
+            kind = "a positive integer" if isinstance(default, int) and key != "seed" else (
+                "a non-negative integer" if isinstance(default, int) else "a positive number")
+            raise e.fail(f"params.{key}", f"expected {kind}, got {value!r}")
+
+
 def parse_entry(name: str, table: Any, source: str = "datasets.toml") -> DatasetSpec:
     """Validate one registry table into a :class:`DatasetSpec`."""
     if not isinstance(table, dict):
@@ -316,6 +341,7 @@ def parse_entry(name: str, table: Any, source: str = "datasets.toml") -> Dataset
     generator = e.choice("generator", GENERATORS)
     if generator is not None:
         params = e.get("params", dict, {})
+        _check_generator_params(e, params)
         return DatasetSpec(**common, generator=generator, params=tuple(sorted(params.items())))
 
     if "url" in e.table and "urls" in e.table:

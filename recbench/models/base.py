@@ -68,6 +68,20 @@ class Model(Protocol):
         ...
 
 
+def as_ids(ids: Any, what: str) -> np.ndarray:
+    """``ids`` as int64, refusing values that are not whole numbers (a float id such as 3.7 would
+    otherwise be truncated to item 3 and scored silently)."""
+    arr = np.asarray(ids)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "b" or (arr.dtype.kind != "f" and arr.size):
+        raise TypeError(f"{what}: ids must be integers, got dtype {arr.dtype}")
+    if arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+        bad = arr[~(np.isfinite(arr) & (arr == np.round(arr)))].ravel()[0]
+        raise ValueError(f"{what}: ids must be whole numbers, got {bad}")
+    return arr.astype(np.int64)
+
+
 class BaseModel:
     """Shared plumbing: id checks and a default ``score_matrix`` built from ``score``.
 
@@ -99,8 +113,8 @@ class BaseModel:
                 raise IndexError(f"{self.name}: item id out of range 0..{self.n_items - 1}")
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        users = np.asarray(users, dtype=np.int64)
-        items = np.asarray(items, dtype=np.int64)
+        users = as_ids(users, "users")
+        items = as_ids(items, "items")
         if users.shape != items.shape:
             raise ValueError("users and items must have the same shape")
         self._check_ids(users, items)
@@ -111,7 +125,7 @@ class BaseModel:
         return out
 
     def score_matrix(self, users: np.ndarray) -> np.ndarray:
-        users = np.asarray(users, dtype=np.int64)
+        users = as_ids(users, "users")
         self._check_ids(users)
         return self._score_matrix(users)
 

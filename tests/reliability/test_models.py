@@ -145,10 +145,13 @@ def _calls(split: Split) -> list[tuple[str, Callable[[Model], Any], type[Excepti
         ("negative item id passed to score", lambda m: m.score(z, np.array([-3])), IndexError, "item id out of range"),
         ("out-of-range user passed to score_matrix (full ranking)", lambda m: m.score_matrix(np.array([0, nu + 7])), IndexError, "user id out of range"),
         ("users and items of different lengths passed to score", lambda m: m.score(np.array([0, 1]), z), ValueError, "same shape"),
+        ("fractional item id (1.5) passed to score", lambda m: m.score(z, np.array([1.5])), ValueError, "items: ids must be whole numbers, got 1.5"),
+        ("NaN user id passed to score_matrix", lambda m: m.score_matrix(np.array([0.0, np.nan])), ValueError, "users: ids must be whole numbers, got nan"),
+        ("string item ids passed to score", lambda m: m.score(z, np.array(["0"])), TypeError, "items: ids must be integers"),
     ]
 
 
-@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("case", range(9))
 def test_out_of_range_ids_raise_a_clear_error(fault: Any, fitted: dict[str, Model], tiny: Split, case: int) -> None:
     what, call, exc, message = _calls(tiny)[case]
     with fault(f"{what} (every registered model: {', '.join(fitted)})", "models") as f:

@@ -315,6 +315,58 @@ def agreement_warnings(agreement: pd.DataFrame) -> list[str]:
 # ----------------------------------------------------------------------------- the report
 
 
+COST_COLUMNS = ["Dataset", "Model", "Seeds", "Epochs", "Samples/s", "s/epoch", "Fit s", "Sampled eval s",
+                "Full eval s", "Peak RSS MB", "Threads"]
+
+
+def cost_frame(records: Iterable[Record], label: Label = record_label) -> pd.DataFrame:
+    """What each model cost, from its records: medians over seeds of training samples/s, seconds
+    per epoch, fit and evaluation seconds and peak resident memory (whole process)."""
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for r in records:
+        if r.status == "ok":
+            groups.setdefault((r["dataset"], label(r)), []).append(r)
+
+    def med(rs: list[Record], get: Callable[[Record], Any]) -> float:
+        vals = [float(v) for r in rs if (v := get(r)) is not None]
+        return float(np.median(vals)) if vals else float("nan")
+
+    def t(key: str) -> Callable[[Record], Any]:
+        return lambda rec: (rec.data.get("timing") or {}).get(key)
+
+    rows = []
+    for (ds, lab), rs in groups.items():
+        threads = sorted({str((r.data.get("hardware") or {}).get("torch_threads", "?")) for r in rs})
+        rows.append({
+            "Dataset": ds, "Model": lab, "Seeds": len(rs), "Epochs": med(rs, t("epochs_run")),
+            "Samples/s": med(rs, t("samples_per_s")), "s/epoch": med(rs, t("s_per_epoch")),
+            "Fit s": med(rs, t("fit_s")), "Sampled eval s": med(rs, t("eval_test_sampled_s")),
+            "Full eval s": med(rs, t("eval_test_full_s")), "Peak RSS MB": med(rs, lambda r: r.data.get("peak_rss_mb")),
+            "Threads": "/".join(threads),
+        })
+    df = pd.DataFrame(rows, columns=COST_COLUMNS)
+    if df.empty:
+        return df
+    order = {m: i for i, m in enumerate(_order_models(df["Model"]))}
+    return df.sort_values(["Dataset", "Model"], key=lambda c: c.map(order) if c.name == "Model" else c).reset_index(drop=True)
+
+
+def cost_table(rep: Report) -> pd.DataFrame:
+    """:func:`cost_frame` formatted for reading (3 significant digits, — for not applicable)."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "—" if np.isnan(v) else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}")
+        return str(v)
+
+    return rep.cost.map(fmt) if not rep.cost.empty else rep.cost
+
+
+COST_NOTE = ("Medians over seeds of each record's own timing (training samples/s and s/epoch over its "
+             "epochs; evaluation of every test user; peak resident memory of the whole process). "
+             "Times depend on the machine and its load at the time: compare models within one run, "
+             "not across reports.")
+
+
 def failures(records: list[Record]) -> list[str]:
     return [f"{r['dataset']} / {r['model']} / seed {r['seed']}: {r.data.get('error')}" for r in records if r.status != "ok"]
 
@@ -332,6 +384,7 @@ class Report:
     title: str = "recbench report"
     figures: list[tuple[str, Any]] = field(default_factory=list)  # (caption, matplotlib Figure) for HTML
     n_negatives: list[int] = field(default_factory=list)  # sampled negatives per test user, as the splits recorded
+    cost: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COST_COLUMNS))
 
     @property
     def warnings(self) -> list[str]:
@@ -380,7 +433,8 @@ def build_report(
         notes.append("No paired significance tests: the reference model (opeci, or --reference) has no records.")
     negs = sorted({int(n) for r in records if r.status == "ok" and (n := (r.data.get("split_info") or {}).get("n_negatives")) is not None})
     return Report(summary=summary, failed=failures(records), protocols=protocols, reference=ref,
-                  test=test, alpha=alpha, agreement=agreement, notes=notes, n_negatives=negs)
+                  test=test, alpha=alpha, agreement=agreement, notes=notes, n_negatives=negs,
+                  cost=cost_frame(records, label))
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -565,6 +619,7 @@ def render(rep: Report, fmt: str, paper: bool = True) -> str:
                 "alpha": rep.alpha,
                 "legend": {p: legend(rep, p) for p in rep.protocols},
                 "warnings": rep.warnings,
+                "cost": json.loads(rep.cost.to_json(orient="records")),
                 "failed": rep.failed,
             },
             indent=1,
@@ -595,6 +650,9 @@ def _render_markdown(rep: Report, paper: bool) -> str:
         warns = rep.warnings
         parts.append("\n".join(f"> **Warning:** {w}" for w in warns) if warns else
                      "The two protocols order the models the same way on every dataset and metric.")
+    if not rep.cost.empty:
+        parts.append(f"### Cost\n\n{COST_NOTE}\n")
+        parts.append(_md(cost_table(rep)))
     if rep.failed:
         parts.append("Failed cells:\n" + "\n".join(f"- {f}" for f in rep.failed))
     return "\n\n".join(parts) + "\n"
@@ -686,6 +744,9 @@ def _render_html(rep: Report, paper: bool) -> str:
         body.append(agreement_table(rep).to_html(border=0, classes="stats", index=False))
         for w in rep.warnings:
             body.append(f"<p class='warning'>Warning: {html.escape(w)}</p>")
+    if not rep.cost.empty:
+        body.append(f"<h2>Cost</h2><p class='legend'>{html.escape(COST_NOTE)}</p>")
+        body.append(cost_table(rep).to_html(border=0, classes="stats", index=False))
     figs: list[tuple[str, Any]] = []
     for proto in rep.protocols:
         f = F.summary_bars(rep.summary, proto, models, f"{proto.capitalize()} protocol")

@@ -81,3 +81,27 @@ def test_paper_numbers_beside_ours(tmp_path: Path, small_split: Split) -> None:
     run_grid(["ml-100k"], ["itempop"], RunOptions(out=tmp_path), split_loader=lambda _: split)
     md = render(build_report(tmp_path, ["hr@10"]), "markdown")
     assert "paper 0.406" in md
+
+
+def test_cost_table_is_the_median_of_the_records(results: Path, small_split: Split, tmp_path: Path) -> None:
+    """The cost section: medians over seeds of what each record measured, in every format."""
+    from recbench.results import iter_records
+
+    rep = build_report(results, ["hr@10"])
+    recs = [r for r in iter_records(results) if r["model"] == "bpr"]
+    row = rep.cost[rep.cost.Model == "bpr[epochs=20]"].iloc[0]
+    assert row["Seeds"] == 3
+    assert row["Fit s"] == pytest.approx(np.median([r["timing"]["fit_s"] for r in recs]))
+    assert row["Full eval s"] == pytest.approx(np.median([r["timing"]["eval_test_full_s"] for r in recs]))
+    assert row["Peak RSS MB"] == pytest.approx(np.median([r["peak_rss_mb"] for r in recs]))
+    assert np.isnan(row["Samples/s"])  # implicit's BPR reports no per-epoch history
+    # a torch model has per-epoch throughput
+    run_grid([small_split.dataset], ["ncf"], RunOptions(out=tmp_path, seeds=(0,), overrides={"ncf": {"epochs": "2"}}),
+             split_loader=lambda _: small_split)
+    ncf = build_report(tmp_path, ["hr@10"]).cost.iloc[0]
+    rec = next(iter_records(tmp_path))
+    assert ncf["Epochs"] == 2 and ncf["Samples/s"] == pytest.approx(rec["timing"]["samples_per_s"])
+    md = render(rep, "markdown")
+    assert "### Cost" in md and "| bpr[epochs=20]" in md.split("### Cost")[1]
+    assert json.loads(render(rep, "json"))["cost"][0]["Seeds"] == 3
+    assert "<h2>Cost</h2>" in render(rep, "html")

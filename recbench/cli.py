@@ -479,6 +479,7 @@ def experiment_cmd(
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
     threads: Annotated[int, typer.Option(help="torch intra-op threads on CPU (0: torch's default, one per core). 1 by default: with small batches, more threads wait on each other on a busy machine (results/bench/README.md).")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells (dataset, model, settings) and exit.")] = False,
+    no_fit: Annotated[bool, typer.Option("--no-fit", help="Fit nothing: build the table and figure from the records already there and list the missing cells in the caption.")] = False,
 ) -> None:
     """Run one of the paper's experiments; write its table, figure and README.
 
@@ -502,11 +503,12 @@ def experiment_cmd(
         cmd += ["--protocol", protocol.value] if protocol != Protocol.sampled else []
         cmd += ["--split-seed", str(split_seed)] if split_seed else []
         cmd += ["--out", str(out)]
+        cmd += ["--no-fit"] if no_fit else []
         opts = ExperimentOptions(
             seeds=_parse_seeds(seeds), epochs=epochs, overrides=parse_overrides(sets),
             values=tuple(_csv(values)) if values else None,
             protocols=("sampled", "full") if protocol == Protocol.both else (protocol.value,),
-            out=out, device=device, split_seed=split_seed, data_dir=data_dir, force=force,
+            out=out, device=device, split_seed=split_seed, data_dir=data_dir, force=force, no_fit=no_fit,
             command=shlex.join(cmd),
         )
         _preset, cells, notes = plan(name, datasets, opts)  # every check before any work

@@ -43,7 +43,14 @@ from recbench.data.types import Split
 from recbench.models.base import ConfigError
 from recbench.registry import MODELS
 from recbench.results import Record
-from recbench.runner import Reporter, RunOptions, build_model, default_split_loader, run_grid
+from recbench.runner import (
+    Reporter,
+    RunOptions,
+    build_model,
+    default_split_loader,
+    existing_record,
+    run_grid,
+)
 
 EXPERIMENTS = ("neg-ratio", "interaction", "aggregation", "embedding-size", "table2")
 MIN_SEEDS = 3
@@ -113,6 +120,7 @@ class ExperimentOptions:
     split_seed: int = 0
     data_dir: Path | None = None
     force: bool = False
+    no_fit: bool = False  # build the outputs from the records already there; list what is missing
     command: str | None = None  # the exact command, for the README
 
 
@@ -247,12 +255,25 @@ def run_experiment(
     splits: dict[str, Split] = {}
     records: list[Record] = []
     curves = load_presets().get("curves", {})
+    missing: list[str] = []
     for c in cells:
         if c.dataset not in splits:
             splits[c.dataset] = load(c.dataset)
         every = max(p.eval_every, curves.get("eval_every", 0) if c.model in curves.get("models", []) else 0)
         run_opts = dataclasses.replace(base, overrides={c.model: c.overrides}, eval_every=every)
+        if opts.no_fit:
+            for seed in opts.seeds:
+                rec = existing_record(splits[c.dataset], c.model, seed, run_opts)
+                if rec is None:
+                    what = c.model + (f" {p.param}={c.x}" if p.param is not None else "")
+                    missing.append(f"{c.dataset} {what} seed {seed}")
+                else:
+                    records.append(rec)
+            continue
         records += run_grid([c.dataset], [c.model], run_opts, reporter, split_loader=lambda _n, s=splits[c.dataset]: s)
+    if missing:
+        n = len(cells) * len(opts.seeds)
+        notes = [*notes, f"Not run yet ({len(missing)} of {n} fits; built with --no-fit): {'; '.join(missing)}."]
     return write_outputs(p, datasets, records, notes, opts)
 
 

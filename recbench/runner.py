@@ -297,6 +297,16 @@ def _run_cell(
     return rec
 
 
+def existing_record(split: Split, model_name: str, seed: int, opts: RunOptions) -> Record | None:
+    """The finished record of a cell, if there is one that covers ``opts.protocols`` (no fit)."""
+    model = build_model(model_name, opts.overrides.get(model_name))
+    key = record_key(cell_identity(split, model, seed, opts))
+    old = find_record(opts.out, split.dataset, model_name, seed, key)
+    if old is not None and old.status == "ok" and set(opts.protocols) <= set(old.data.get("protocols", [])):
+        return old
+    return None
+
+
 def _mark_used(opts: RunOptions, rec: Record) -> Record:
     """Reusing a record for an experiment other than the one that made it: list that experiment
     in the record's ``used_by`` (rewritten atomically, under the cell's lock)."""

@@ -206,3 +206,15 @@ def test_one_fit_serves_every_experiment_and_run(micro: Split, tmp_path: Path) -
     assert {r["model"] for r in select_records(on_disk, "interaction")} == {"opeci", "opeci-inner"}
     assert {r["model"] for r in select_records(on_disk, "aggregation")} == {"opeci", "opeci-i", "opeci-u", "opeci-iu"}
     assert all(r["eval_every"] == 1 for r in second.records)
+
+
+def test_no_fit_builds_from_existing_records_and_lists_the_missing(micro: Split, tmp_path: Path) -> None:
+    """--no-fit: nothing is trained; the outputs hold what exists and the caption names the rest."""
+    E.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction"), split_loader=lambda _: micro)
+    before = sorted(p.name for p in (tmp_path / "records").rglob("*.json"))
+    res = E.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation", no_fit=True), split_loader=lambda _: micro)
+    assert sorted(p.name for p in (tmp_path / "records").rglob("*.json")) == before  # no fit, no record
+    assert [r["model"] for r in res.records] == ["opeci"]
+    table = (res.folder / "table.md").read_text()
+    assert "Not run yet (3 of 4 fits; built with --no-fit): micro opeci-i seed 0; micro opeci-u seed 0; micro opeci-iu seed 0." in table
+    assert "Not run yet" in (res.folder / "README.md").read_text()

@@ -49,6 +49,7 @@ from recbench.runner import (
     build_model,
     default_split_loader,
     existing_record,
+    mark_used,
     run_grid,
 )
 
@@ -268,7 +269,7 @@ def run_experiment(
                     what = c.model + (f" {p.param}={c.x}" if p.param is not None else "")
                     missing.append(f"{c.dataset} {what} seed {seed}")
                 else:
-                    records.append(rec)
+                    records.append(mark_used(run_opts, rec))
             continue
         records += run_grid([c.dataset], [c.model], run_opts, reporter, split_loader=lambda _n, s=splits[c.dataset]: s)
     if missing:

@@ -318,6 +318,17 @@ def _mark_used(opts: RunOptions, rec: Record) -> Record:
     return rec
 
 
+def mark_used(opts: RunOptions, rec: Record) -> Record:
+    """:func:`_mark_used` for a record found without running its cell (``experiment --no-fit``),
+    under the cell's lock."""
+    d = rec.data
+    with cell_lock(opts.out, d["dataset"], d["model"], d["seed"], d["key"]):
+        rec = _mark_used(opts, rec)
+        if rec.path is not None:
+            remove_stale_files(rec.path)
+    return rec
+
+
 # ----------------------------------------------------------------------------- the grid
 
 

@@ -218,3 +218,7 @@ def test_no_fit_builds_from_existing_records_and_lists_the_missing(micro: Split,
     table = (res.folder / "table.md").read_text()
     assert "Not run yet (3 of 4 fits; built with --no-fit): micro opeci-i seed 0; micro opeci-u seed 0; micro opeci-iu seed 0." in table
     assert "Not run yet" in (res.folder / "README.md").read_text()
+    from recbench.report import select_records
+    from recbench.results import iter_records
+
+    assert [r["model"] for r in select_records(iter_records(tmp_path), "aggregation")] == ["opeci"]

@@ -430,7 +430,10 @@ def build_report(
     protocols = [p for p in ("sampled", "full") if p in set(summary["protocol"])]
     notes = []
     if ref is None and len(set(ok_labels)) > 1:
-        notes.append("No paired significance tests: the reference model (opeci, or --reference) has no records.")
+        several = sorted({lab for lab in ok_labels if lab.split("[")[0].split(" (")[0] == "opeci"})
+        notes.append(
+            f"No paired significance tests: opeci has several configurations ({', '.join(several)}); choose one with --reference."
+            if several else "No paired significance tests: the reference model (opeci, or --reference) has no records.")
     negs = sorted({int(n) for r in records if r.status == "ok" and (n := (r.data.get("split_info") or {}).get("n_negatives")) is not None})
     return Report(summary=summary, failed=failures(records), protocols=protocols, reference=ref,
                   test=test, alpha=alpha, agreement=agreement, notes=notes, n_negatives=negs,

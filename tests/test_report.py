@@ -105,3 +105,17 @@ def test_cost_table_is_the_median_of_the_records(results: Path, small_split: Spl
     assert "### Cost" in md and "| bpr[epochs=20]" in md.split("### Cost")[1]
     assert json.loads(render(rep, "json"))["cost"][0]["Seeds"] == 3
     assert "<h2>Cost</h2>" in render(rep, "html")
+
+
+def test_ambiguous_default_reference_is_named(small_split: Split, tmp_path: Path) -> None:
+    """Two OPECI configurations: no silent choice of reference; the note names both."""
+    tiny = {"embedding_size": "8", "batch_size": "1024", "precise_bn_batches": "1", "mlp_hidden": "(16,)", "epochs": "1"}
+    run_grid([small_split.dataset], ["opeci", "itempop"], RunOptions(out=tmp_path, overrides={"opeci": tiny}), split_loader=lambda _: small_split)
+    run_grid([small_split.dataset], ["opeci"], RunOptions(out=tmp_path, overrides={"opeci": {**tiny, "exclude_target": "false"}}),
+             split_loader=lambda _: small_split)
+    rep = build_report(tmp_path, ["hr@10"])
+    assert rep.reference is None
+    assert any("opeci has several configurations" in n and "--reference" in n for n in rep.notes)
+    labels = sorted(set(rep.summary.model))
+    chosen = build_report(tmp_path, ["hr@10"], reference=next(lab for lab in labels if "exclude_target" not in lab and "opeci" in lab))
+    assert chosen.reference is not None and chosen.reference.startswith("opeci[")

@@ -57,7 +57,7 @@ class RunOptions:
     early_stopping: int = 0
     ks: tuple[int, ...] = (10,)
     data_dir: Path | None = None
-    tags: dict[str, Any] = field(default_factory=dict)  # recorded (and part of the key)
+    tags: dict[str, Any] = field(default_factory=dict)  # recorded; part of the key except LABEL_TAGS
     tuned: Path | None = None  # results folder whose tuned/ configs to apply (``run --tuned``)
 
     def __post_init__(self) -> None:

@@ -193,6 +193,11 @@ def summary_frame(
 # ----------------------------------------------------------------------------- statistics
 
 
+def label_model(label: str) -> str:
+    """The registered model name of a label (``"opeci[epochs=2] (tuned)"`` → ``"opeci"``)."""
+    return label.split("[")[0].split(" (")[0]
+
+
 def resolve_reference(labels: Iterable[str], reference: str | None) -> str | None:
     """The reference model's label: ``reference`` as a label, or as a model name with exactly
     one label; by default ``opeci`` when present (else no paired tests)."""
@@ -200,7 +205,7 @@ def resolve_reference(labels: Iterable[str], reference: str | None) -> str | Non
     want = reference or "opeci"
     if want in labels:
         return want
-    matches = [lab for lab in labels if lab.split("[")[0].split(" (")[0] == want]
+    matches = [lab for lab in labels if label_model(lab) == want]
     if len(matches) == 1:
         return matches[0]
     if reference is None:
@@ -430,7 +435,7 @@ def build_report(
     protocols = [p for p in ("sampled", "full") if p in set(summary["protocol"])]
     notes = []
     if ref is None and len(set(ok_labels)) > 1:
-        several = sorted({lab for lab in ok_labels if lab.split("[")[0].split(" (")[0] == "opeci"})
+        several = sorted({lab for lab in ok_labels if label_model(lab) == "opeci"})
         notes.append(
             f"No paired significance tests: opeci has several configurations ({', '.join(several)}); choose one with --reference."
             if several else "No paired significance tests: the reference model (opeci, or --reference) has no records.")
@@ -445,7 +450,7 @@ def build_report(
 
 def _order_models(labels: Iterable[str]) -> list[str]:
     order = {m: i for i, m in enumerate([*PAPER_ORDER, *MODELS])}
-    return sorted(set(labels), key=lambda s: (order.get(s.split("[")[0].split(" (")[0], 999), s))
+    return sorted(set(labels), key=lambda s: (order.get(label_model(s), 999), s))
 
 
 def _cell(row: pd.Series, paper: bool, style: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -215,8 +215,8 @@ def _run_cell(
     key = record_key(ident)
     wanted = sorted(opts.protocols)
     if not opts.force:
-        old = find_record(opts.out, split.dataset, model_name, seed, key)
-        if old is not None and old.status == "ok" and set(wanted) <= set(old.data.get("protocols", [])):
+        old = _reusable(opts.out, split.dataset, model_name, seed, key, wanted)
+        if old is not None:
             reporter.cell_skip(old)
             return _mark_used(opts, old)
 
@@ -301,8 +301,13 @@ def existing_record(split: Split, model_name: str, seed: int, opts: RunOptions) 
     """The finished record of a cell, if there is one that covers ``opts.protocols`` (no fit)."""
     model = build_model(model_name, opts.overrides.get(model_name))
     key = record_key(cell_identity(split, model, seed, opts))
-    old = find_record(opts.out, split.dataset, model_name, seed, key)
-    if old is not None and old.status == "ok" and set(opts.protocols) <= set(old.data.get("protocols", [])):
+    return _reusable(opts.out, split.dataset, model_name, seed, key, opts.protocols)
+
+
+def _reusable(out: Path, dataset: str, model_name: str, seed: int, key: str, protocols: Iterable[str]) -> Record | None:
+    """The cell's record if it finished and evaluated every protocol wanted, else None."""
+    old = find_record(out, dataset, model_name, seed, key)
+    if old is not None and old.status == "ok" and set(protocols) <= set(old.data.get("protocols", [])):
         return old
     return None
 

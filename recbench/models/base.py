@@ -76,9 +76,9 @@ def as_ids(ids: Any, what: str) -> np.ndarray:
         return arr.astype(np.int64, copy=False)
     if arr.dtype.kind == "b" or (arr.dtype.kind != "f" and arr.size):
         raise TypeError(f"{what}: ids must be integers, got dtype {arr.dtype}")
-    if arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
-        bad = arr[~(np.isfinite(arr) & (arr == np.round(arr)))].ravel()[0]
-        raise ValueError(f"{what}: ids must be whole numbers, got {bad}")
+    whole = np.isfinite(arr) & (arr == np.round(arr))
+    if not whole.all():
+        raise ValueError(f"{what}: ids must be whole numbers, got {arr[~whole].ravel()[0]}")
     return arr.astype(np.int64)
 
 

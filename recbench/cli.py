@@ -78,10 +78,9 @@ def _set_threads(threads: int) -> None:
     """torch's intra-op thread count (recorded in every result's ``hardware``)."""
     if threads < 0:
         raise fail(f"--threads {threads}: give 0 (torch's default) or a positive count")
-    if threads:
-        import torch
+    from recbench.runner import set_threads
 
-        torch.set_num_threads(threads)
+    set_threads(threads)
 
 
 def _csv(value: str | None) -> list[str]:
@@ -102,6 +101,14 @@ class ReportFormat(StrEnum):
     html = "html"
 
 
+class Executor(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+JOBS_HELP = "Cells at a time, each in its own worker process with --threads torch threads (records and numbers as with 1)."
+
+
 @app.command()
 def run(
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Comma-separated datasets; default: every fetched one, else 'synthetic'.")] = None,
@@ -120,27 +127,48 @@ def run(
     tuned: Annotated[bool, typer.Option("--tuned", help="Apply the best configs stored by `recbench tune` under OUT/tuned/ (per dataset and model; --set wins).")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
     threads: Annotated[int, typer.Option(help="torch intra-op threads on CPU (0: torch's default, one per core). 1 by default: with small batches, more threads wait on each other on a busy machine (results/bench/README.md).")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help=JOBS_HELP)] = 1,
+    executor: Annotated[Executor, typer.Option(help="local (this machine) or ray (a Ray cluster; pip install 'recbench[ray]').")] = Executor.local,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join ('auto': the running one; default: start a local instance).")] = None,
+    checkpoint: Annotated[bool, typer.Option("--checkpoint/--no-checkpoint", help="Checkpoint torch fits after each epoch; a rerun resumes from the last one.")] = True,
+    checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N epochs.")] = 1,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="Checkpoint folder (default OUT/.checkpoints; on a cluster, a path every node can reach).")] = None,
 ) -> None:
     """Fit and evaluate every (dataset, model, seed) cell; one result record each, resumable."""
-    from recbench.progress import RichReporter
+    from dataclasses import replace
+
+    from recbench.plan import cell_from_record, parse_overrides, plan_run
+    from recbench.progress import make_reporter
     from recbench.registry import parse_model_list
     from recbench.results import read_record
-    from recbench.runner import (
-        RunOptions,
-        default_split_loader,
-        options_from_record,
-        parse_overrides,
-        run_grid,
-        validate_overrides,
-        versions,
-    )
+    from recbench.runner import RunOptions, default_split_loader, execute, versions
 
     _set_threads(threads)
     try:
+        exec_opts = dict(
+            out=out, device=device, data_dir=data_dir, jobs=jobs, threads=threads, executor=executor.value,
+            ray_address=ray_address, checkpoint=checkpoint, checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir,
+        )
+        split_loader = None
         if from_record is not None:
             old = read_record(from_record)
-            ds, model, opts = options_from_record(old.data, out, data_dir)
-            datasets, names = [ds], [model]
+            cell = cell_from_record(old.data)
+            opts = RunOptions(**{**exec_opts, "device": old.data.get("device", "cpu")}, force=True)
+            _check_run_options(out, opts.device)
+            _check_datasets([cell.dataset], data_dir)
+            split = default_split_loader(replace(opts, split_seed=cell.split.seed, validation=cell.split.validation,
+                                                 n_negatives=cell.split.n_negatives))(cell.dataset)
+            if split.fingerprint != old.data.get("split"):
+                raise ConfigError(
+                    f"{from_record}: the split of {cell.dataset!r} is now {split.fingerprint[:16]}, the record's is "
+                    f"{str(old.data.get('split'))[:16]} (the data or the split code changed): cannot rerun it exactly"
+                )
+            now = versions()
+            changed = {k: (v, now.get(k)) for k, v in (old.data.get("versions") or {}).items() if now.get(k) != v}
+            if changed:
+                err.print("[yellow]library versions differ from the record's; results may differ:[/yellow] " + ", ".join(f"{k} {a} → {b}" for k, (a, b) in changed.items()), highlight=False, soft_wrap=True)
+            split_loader = lambda _name: split  # noqa: E731 - the split just checked
+            cells = [cell]
         else:
             names = parse_model_list(models)
             datasets = _csv(dataset) or _default_datasets(data_dir)
@@ -149,35 +177,20 @@ def run(
                 seeds=_parse_seeds(seeds),
                 protocols=protos,
                 overrides=parse_overrides(set_ or []),
-                out=out,
                 force=force,
-                device=device,
                 validation=validation,
                 split_seed=split_seed,
                 eval_every=eval_every,
                 early_stopping=early_stopping,
-                data_dir=data_dir,
                 tuned=out if tuned else None,
+                **exec_opts,
             )
-        # every configuration check before the first fetch or write: a bad value writes nothing
-        _check_run_options(out, opts.device)
-        validate_overrides(names, opts.overrides)
-        _check_datasets(datasets, data_dir)
-        split_loader = None
-        if from_record is not None:
-            split = default_split_loader(opts)(ds)
-            if split.fingerprint != old.data.get("split"):
-                raise ConfigError(
-                    f"{from_record}: the split of {ds!r} is now {split.fingerprint[:16]}, the record's is "
-                    f"{str(old.data.get('split'))[:16]} (the data or the split code changed): cannot rerun it exactly"
-                )
-            now = versions()
-            changed = {k: (v, now.get(k)) for k, v in (old.data.get("versions") or {}).items() if now.get(k) != v}
-            if changed:
-                err.print("[yellow]library versions differ from the record's; results may differ:[/yellow] " + ", ".join(f"{k} {a} → {b}" for k, (a, b) in changed.items()), highlight=False, soft_wrap=True)
-            split_loader = lambda _name: split  # noqa: E731 - the split just checked
-        with RichReporter(err) as reporter:
-            records = run_grid(datasets, names, opts, reporter, split_loader)
+            # every configuration check before the first fetch or write: a bad value writes nothing
+            _check_run_options(out, opts.device)
+            cells = plan_run(datasets, names, opts)  # every config resolved and range-checked
+            _check_datasets(datasets, data_dir)
+        with make_reporter(err) as reporter:
+            records = execute(cells, opts, reporter, split_loader)
     except (ConfigError, ValueError) as e:
         raise fail(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     from recbench.report import render
@@ -366,8 +379,8 @@ def bench_cmd(
 ) -> None:
     """Training samples/s, s/epoch, evaluation time, memory, parameters and FLOP efficiency."""
     from recbench.bench import BenchOptions, render_markdown, run_bench, write_bench
+    from recbench.plan import parse_overrides
     from recbench.registry import parse_model_list
-    from recbench.runner import parse_overrides
 
     try:
         names = parse_model_list(models)
@@ -411,6 +424,8 @@ def tune_cmd(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
     threads: Annotated[int, typer.Option(help="torch intra-op threads on CPU (0: torch's default, one per core). 1 by default: with small batches, more threads wait on each other on a busy machine (results/bench/README.md).")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help=JOBS_HELP)] = 1,
+    checkpoint: Annotated[bool, typer.Option("--checkpoint/--no-checkpoint", help="Checkpoint torch fits after each epoch; a rerun resumes from the last one.")] = True,
 ) -> None:
     """Search hyperparameters on the validation split; keep the best config per dataset and model.
 
@@ -418,9 +433,9 @@ def tune_cmd(
     ordinary, resumable records (tagged purpose=tune, never shown by `recbench report`)."""
     from rich.table import Table
 
-    from recbench.progress import RichReporter
+    from recbench.plan import parse_overrides
+    from recbench.progress import make_reporter
     from recbench.registry import parse_model_list
-    from recbench.runner import parse_overrides
     from recbench.tune import TuneOptions, parse_grid, plan, tune
 
     _set_threads(threads)
@@ -433,7 +448,10 @@ def tune_cmd(
             seeds=_parse_seeds(seeds), trials=trials, search_seed=search_seed,
             fixed=parse_overrides(set_ or []), grid=parse_grid(grid or []), out=out,
             split_seed=split_seed, device=device, force=force, data_dir=data_dir,
+            jobs=jobs, threads=threads, checkpoint=checkpoint,
         )
+        if jobs < 1:
+            raise ConfigError(f"--jobs {jobs}: must be ≥ 1")
         for m in [*opts.fixed, *opts.grid]:
             if m not in names:
                 raise ConfigError(f"--set/--grid names model {m!r}, which is not in --model ({', '.join(names)})")
@@ -443,7 +461,7 @@ def tune_cmd(
         for m, (cands, size, _space) in plans.items():
             err.print(f"{m}: {len(cands)} trial(s) of a {size}-point grid", highlight=False)
         docs = []
-        with RichReporter(err) as reporter:
+        with make_reporter(err) as reporter:
             for ds in datasets:
                 for m in names:
                     docs.append(tune(ds, m, opts, reporter))
@@ -478,6 +496,8 @@ def experiment_cmd(
     split_seed: Annotated[int, typer.Option(help="Seed of the split's candidate sampling.")] = 0,
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
     threads: Annotated[int, typer.Option(help="torch intra-op threads on CPU (0: torch's default, one per core). 1 by default: with small batches, more threads wait on each other on a busy machine (results/bench/README.md).")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help=JOBS_HELP)] = 1,
+    checkpoint: Annotated[bool, typer.Option("--checkpoint/--no-checkpoint", help="Checkpoint torch fits after each epoch; a rerun resumes from the last one.")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells (dataset, model, settings) and exit.")] = False,
     no_fit: Annotated[bool, typer.Option("--no-fit", help="Fit nothing: build the table and figure from the records already there and list the missing cells in the caption.")] = False,
 ) -> None:
@@ -488,8 +508,8 @@ def experiment_cmd(
     import shlex
 
     from recbench.experiments import ExperimentOptions, plan, run_experiment
-    from recbench.progress import RichReporter
-    from recbench.runner import parse_overrides
+    from recbench.plan import parse_overrides
+    from recbench.progress import make_reporter
 
     _set_threads(threads)
     try:
@@ -509,10 +529,13 @@ def experiment_cmd(
             values=tuple(_csv(values)) if values else None,
             protocols=("sampled", "full") if protocol == Protocol.both else (protocol.value,),
             out=out, device=device, split_seed=split_seed, data_dir=data_dir, force=force, no_fit=no_fit,
-            command=shlex.join(cmd),
+            command=shlex.join(cmd), jobs=jobs, threads=threads, checkpoint=checkpoint,
         )
+        if jobs < 1:
+            raise ConfigError(f"--jobs {jobs}: must be ≥ 1")
         _preset, cells, notes = plan(name, datasets, opts)  # every check before any work
         if dry_run:
+
             for c in cells:
                 sys.stdout.write(f"{c.dataset}\t{c.model}\t{c.overrides}\tseeds {','.join(map(str, opts.seeds))}\n")
             sys.stdout.write(f"{len(cells)} cell(s) x {len(opts.seeds)} seed(s) = {len(cells) * len(opts.seeds)} fits\n")
@@ -521,7 +544,7 @@ def experiment_cmd(
             return
         _check_run_options(out, device)
         _check_datasets(datasets, data_dir)
-        with RichReporter(err) as reporter:
+        with make_reporter(err) as reporter:
             res = run_experiment(name, datasets, opts, reporter)
     except (ConfigError, ValueError) as e:
         raise fail(str(e).splitlines()[0] if str(e) else type(e).__name__) from None

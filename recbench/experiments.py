@@ -41,16 +41,18 @@ from recbench import figures as F
 from recbench import report as R
 from recbench.data.types import Split
 from recbench.models.base import ConfigError
+from recbench.plan import resolve_config
 from recbench.registry import MODELS
 from recbench.results import Record
+from recbench.runner import Cell as RunCell
 from recbench.runner import (
     Reporter,
     RunOptions,
-    build_model,
-    default_split_loader,
+    SplitSpec,
+    execute,
     existing_record,
+    load_splits,
     mark_used,
-    run_grid,
 )
 
 EXPERIMENTS = ("neg-ratio", "interaction", "aggregation", "embedding-size", "table2")
@@ -122,15 +124,21 @@ class ExperimentOptions:
     data_dir: Path | None = None
     force: bool = False
     no_fit: bool = False  # build the outputs from the records already there; list what is missing
+    jobs: int = 1  # cells at a time, in worker processes
+    threads: int = 1  # torch threads per worker
+    checkpoint: bool = True
     command: str | None = None  # the exact command, for the README
 
 
 @dataclass(frozen=True)
 class Cell:
+    """One (data set, model, grid value) of an experiment; run once per seed."""
+
     dataset: str
     model: str
     x: Any  # the grid value (None without a grid)
-    overrides: dict[str, Any]
+    overrides: dict[str, Any]  # what the experiment sets: paper settings, --epochs, --set, the grid value
+    config: Any  # the resolved config (defaults with ``overrides`` applied in that order)
 
 
 def _field_names(model: str) -> set[str]:
@@ -144,7 +152,7 @@ def _coerce_values(p: Preset, values: tuple[str, ...] | None) -> list[Any]:
         raise ConfigError(f"--values: experiment {p.name!r} has no grid (only neg-ratio and embedding-size do)")
     out = []
     for v in values:
-        cfg = build_model(p.models[0], {p.param: v}).config
+        cfg = resolve_config(p.models[0], sets={p.param: v})
         out.append(getattr(cfg, p.param))
     return out
 
@@ -161,7 +169,7 @@ def plan(name: str, datasets: list[str], opts: ExperimentOptions) -> tuple[Prese
             raise ConfigError(f"--set names model {m!r}, which experiment {name!r} does not run ({', '.join(p.models)})")
         if p.param is not None and p.param in params:
             raise ConfigError(f"--set {m}.{p.param}: experiment {name!r} varies {p.param} itself (use --values)")
-        build_model(m, params)
+        resolve_config(m, sets=params)
     if "sampled" not in opts.protocols:
         raise ConfigError("--protocol: experiments report the sampled protocol (the paper's); use sampled or both")
     if opts.epochs is not None and opts.epochs < 1:
@@ -171,16 +179,12 @@ def plan(name: str, datasets: list[str], opts: ExperimentOptions) -> tuple[Prese
     for ds in datasets:
         for m in p.models:
             fields = _field_names(m)
-            base = {k: v for k, v in paper_settings(ds, m, presets).items() if k in fields}
-            if opts.epochs is not None and "epochs" in fields:
-                base["epochs"] = opts.epochs
-            base.update(opts.overrides.get(m, {}))
+            paper = {k: v for k, v in paper_settings(ds, m, presets).items() if k in fields}
             for x in values if p.param else [None]:
-                ov = dict(base)
-                if p.param is not None:
-                    ov[p.param] = x
-                build_model(m, ov)  # checked now, not half way
-                cells.append(Cell(ds, m, x, ov))
+                sets = {**opts.overrides.get(m, {}), **({p.param: x} if p.param is not None else {})}
+                config = resolve_config(m, paper=paper, epochs=opts.epochs, sets=sets)  # checked now, not half way
+                epochs = {"epochs": opts.epochs} if opts.epochs is not None and "epochs" in fields else {}
+                cells.append(Cell(ds, m, x, {**paper, **epochs, **sets}, config))
     return p, cells, caption_notes(p, datasets, opts, values, presets)
 
 
@@ -248,30 +252,31 @@ def run_experiment(
 ) -> ExperimentResult:
     """Run (or resume) every cell, then write the table, figure, HTML page and README."""
     p, cells, notes = plan(name, datasets, opts)
-    base = RunOptions(
+    run_opts = RunOptions(
         seeds=opts.seeds, protocols=opts.protocols, out=opts.out, force=opts.force, device=opts.device,
-        split_seed=opts.split_seed, eval_every=p.eval_every, data_dir=opts.data_dir, tags={"experiment": name},
+        split_seed=opts.split_seed, data_dir=opts.data_dir, jobs=opts.jobs, threads=opts.threads,
+        checkpoint=opts.checkpoint,
     )
-    load = split_loader or default_split_loader(base)
-    splits: dict[str, Split] = {}
-    records: list[Record] = []
     curves = load_presets().get("curves", {})
-    missing: list[str] = []
+    spec = {ds: SplitSpec(ds, opts.split_seed) for ds in datasets}
+    run_cells = []
     for c in cells:
-        if c.dataset not in splits:
-            splits[c.dataset] = load(c.dataset)
         every = max(p.eval_every, curves.get("eval_every", 0) if c.model in curves.get("models", []) else 0)
-        run_opts = dataclasses.replace(base, overrides={c.model: c.overrides}, eval_every=every)
-        if opts.no_fit:
-            for seed in opts.seeds:
-                rec = existing_record(splits[c.dataset], c.model, seed, run_opts)
-                if rec is None:
-                    what = c.model + (f" {p.param}={c.x}" if p.param is not None else "")
-                    missing.append(f"{c.dataset} {what} seed {seed}")
-                else:
-                    records.append(mark_used(run_opts, rec))
-            continue
-        records += run_grid([c.dataset], [c.model], run_opts, reporter, split_loader=lambda _n, s=splits[c.dataset]: s)
+        for seed in opts.seeds:
+            run_cells.append(RunCell(spec[c.dataset], c.model, c.config, seed, opts.protocols, every, tags={"experiment": name}))
+    records: list[Record] = []
+    missing: list[str] = []
+    if opts.no_fit:
+        splits = load_splits(run_cells, run_opts, Reporter(), split_loader)
+        for c, rc in zip([c for c in cells for _ in opts.seeds], run_cells, strict=True):
+            rec = existing_record(splits[rc.split], rc, run_opts)
+            if rec is None:
+                what = c.model + (f" {p.param}={c.x}" if p.param is not None else "")
+                missing.append(f"{c.dataset} {what} seed {rc.seed}")
+            else:
+                records.append(mark_used(run_opts, rec, name))
+    else:
+        records = execute(run_cells, run_opts, reporter, split_loader)
     if missing:
         n = len(cells) * len(opts.seeds)
         notes = [*notes, f"Not run yet ({len(missing)} of {n} fits; built with --no-fit): {'; '.join(missing)}."]

@@ -1,23 +1,30 @@
-"""The experiment grid behind ``recbench run``: for each (dataset, model, seed) fit, evaluate and
-write one result record, skipping cells whose record already exists (resume after a crash).
+"""Executing cells: for each typed :class:`Cell` (data set, model, frozen config, seed, split)
+fit, evaluate and write one result record, skipping cells whose record already exists (resume
+after a crash) and resuming a fit from its last per-epoch checkpoint.
 
-Data flow: registry → fetch → split (cached, fingerprinted) → ``model.fit`` → evaluator →
-:class:`~recbench.results.Record`. Nothing here reads global configuration: everything arrives as
-arguments.
+Data flow: ``plan`` (options → cells) → split (cached, fingerprinted) → ``model.fit`` →
+evaluator → :class:`~recbench.results.Record`. Nothing here reads global configuration or
+resolves a configuration: cells arrive fully resolved (:mod:`recbench.plan`).
+
+Executors: in this process (``jobs=1``), ``jobs`` worker processes on this machine
+(:func:`execute`), or a Ray cluster (:mod:`recbench.ray_executor`). Every executor writes the
+same files with the same numbers.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import random
 import resource
+import subprocess
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -39,10 +46,14 @@ from recbench.results import (
     write_record,
 )
 
+EXECUTORS = ("local", "ray")
+
 
 @dataclass(frozen=True)
 class RunOptions:
-    """Everything that shapes a grid besides the datasets and models."""
+    """What ``recbench run`` was asked for. The cell-shaping part (seeds, protocols, overrides,
+    split, evaluation schedule, tags, tuned) is resolved into cells by :mod:`recbench.plan`; the
+    rest says how cells are executed."""
 
     seeds: tuple[int, ...] = (0,)
     protocols: tuple[str, ...] = ("sampled",)
@@ -59,6 +70,13 @@ class RunOptions:
     data_dir: Path | None = None
     tags: dict[str, Any] = field(default_factory=dict)  # recorded; part of the key except LABEL_TAGS
     tuned: Path | None = None  # results folder whose tuned/ configs to apply (``run --tuned``)
+    checkpoint: bool = True  # per-epoch checkpoints of torch fits
+    checkpoint_every: int = 1
+    checkpoint_dir: Path | None = None  # default OUT/.checkpoints
+    jobs: int = 1  # cells at a time (worker processes; Ray tasks in flight)
+    threads: int = 1  # torch intra-op threads of each worker process (0: torch's default)
+    executor: str = "local"
+    ray_address: str | None = None  # None: a local Ray instance; "auto": a running cluster
 
     def __post_init__(self) -> None:
         bad = [p for p in self.protocols if p not in PROTOCOLS]
@@ -66,16 +84,69 @@ class RunOptions:
             raise ConfigError(f"unknown protocol {bad[0]!r}; valid: {', '.join(PROTOCOLS)}, both")
         if self.early_stopping and not self.validation:
             raise ConfigError("--early-stopping needs a validation split (--validation)")
+        for name, low in (("jobs", 1), ("checkpoint_every", 1), ("threads", 0), ("eval_every", 0),
+                          ("early_stopping", 0), ("split_seed", 0), ("n_negatives", 1)):
+            value = getattr(self, name)
+            if value < low:
+                raise ConfigError(f"--{name.replace('_', '-')} {value}: must be ≥ {low}")
+        if any(s < 0 for s in self.seeds):
+            raise ConfigError(f"--seeds {','.join(map(str, self.seeds))}: seeds must be ≥ 0")
+        if any(k < 1 for k in self.ks):
+            raise ConfigError(f"K={min(self.ks)}: cut-offs must be ≥ 1")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"--executor {self.executor!r}; valid: {', '.join(EXECUTORS)}")
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.checkpoint_dir if self.checkpoint_dir is not None else self.out / ".checkpoints"
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Which split of a data set a cell is evaluated on (the split's cache key)."""
+
+    dataset: str
+    seed: int = 0
+    validation: bool = False
+    n_negatives: int = 99
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One fit: a data set's split, a model with its resolved frozen config, a model seed, the
+    protocols to evaluate, the evaluation schedule and the record's tags."""
+
+    split: SplitSpec
+    model: str
+    config: Any  # the model's frozen Config dataclass
+    seed: int
+    protocols: tuple[str, ...] = ("sampled",)
+    eval_every: int = 0
+    early_stopping: int = 0
+    tags: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def dataset(self) -> str:
+        return self.split.dataset
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset} · {self.model} · seed {self.seed}"
+
+    def build(self) -> Model:
+        return get_model_class(self.model)(self.config)
 
 
 class Reporter:
-    """Progress callbacks (no-op here; the CLI draws them with rich)."""
+    """Progress callbacks, each naming its cell by :attr:`Cell.label` (no-op here; the CLI draws
+    them with rich on a terminal and as plain lines in a log, :mod:`recbench.progress`)."""
 
-    def cell_start(self, dataset: str, model: str, seed: int, epochs: int | None) -> None: ...
+    def cell_start(self, cell: str, epochs: int | None) -> None: ...
     def cell_skip(self, rec: Record) -> None: ...
-    def epoch(self, info: dict[str, Any]) -> None: ...
-    def batch(self, done: int, total: int) -> None: ...
-    def phase(self, text: str) -> None: ...
+    def epoch(self, cell: str, info: dict[str, Any]) -> None: ...
+    def batch(self, cell: str, done: int, total: int) -> None: ...
+    def phase(self, cell: str | None, text: str) -> None: ...
+    def message(self, text: str) -> None: ...
     def cell_end(self, rec: Record) -> None: ...
 
 
@@ -90,6 +161,30 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[pkg] = "absent"
     return out
+
+
+@functools.cache
+def code_version() -> dict[str, Any]:
+    """What code makes a record: the git commit and whether the code differs from it (tracked
+    changes under ``recbench/``, ``baselines/``, ``datasets.toml``, ``pyproject.toml``) when run
+    from a checkout, else the installed recbench version."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        version = metadata.version("recbench")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a bare source tree
+        version = "unknown"
+    if not (root / ".git").exists() or not (root / "pyproject.toml").exists():
+        return {"version": version}
+    git = ["git", "-C", str(root)]
+    try:
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no", "--", "recbench", "baselines", "datasets.toml", "pyproject.toml"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"version": version}
+    return {"version": version, "commit": commit, "dirty": bool(status.strip())}
 
 
 def hardware(device: str = "cpu") -> dict[str, Any]:
@@ -161,18 +256,28 @@ LABEL_TAGS = ("experiment",)
 that asks for the same cell (the experiments that reused it are listed in ``used_by``)."""
 
 
-def cell_identity(split: Split, model: Model, seed: int, opts: RunOptions) -> dict[str, Any]:
+def cell_identity(split: Split, cell: Cell, device: str) -> dict[str, Any]:
+    """Everything that determines a cell's result; its hash is the record key."""
     return {
         "dataset": split.dataset,
         "split": split.fingerprint,
-        "model": model.name,
-        "config": config_to_dict(model.config),
-        "seed": seed,
-        "device": opts.device,
-        "eval_every": opts.eval_every,
-        "early_stopping": opts.early_stopping,
-        "tags": {k: v for k, v in opts.tags.items() if k not in LABEL_TAGS},
+        "model": cell.model,
+        "config": config_to_dict(cell.config),
+        "seed": cell.seed,
+        "device": device,
+        "eval_every": cell.eval_every,
+        "early_stopping": cell.early_stopping,
+        "tags": {k: v for k, v in cell.tags.items() if k not in LABEL_TAGS},
     }
+
+
+def cell_key(split: Split, cell: Cell, device: str) -> str:
+    return record_key(cell_identity(split, cell, device))
+
+
+def checkpoint_path(opts: RunOptions, dataset: str, model: str, seed: int, key: str) -> Path:
+    """A cell's checkpoint file (beside the records' layout, under ``opts.checkpoint_root``)."""
+    return opts.checkpoint_root / dataset / model / f"seed{seed}-{key}.ckpt"
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -187,40 +292,48 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def run_cell(
-    split: Split, model_name: str, seed: int, opts: RunOptions, reporter: Reporter | None = None
-) -> Record:
-    """Fit and evaluate one (dataset, model, seed) cell and write its record, holding the cell's
-    file lock so that concurrent runs on one results folder do each cell once (the second finds
-    the first's record and skips it)."""
-    key = record_key(cell_identity(split, build_model(model_name, opts.overrides.get(model_name)), seed, opts))
+def run_cell(split: Split, cell: Cell, opts: RunOptions, reporter: Reporter | None = None) -> Record:
+    """Fit and evaluate one cell and write its record, holding the cell's file lock so that
+    concurrent runs on one results folder do each cell once (the second finds the first's record
+    and skips it). A finished record is reused unless ``opts.force``."""
+    reporter = reporter or Reporter()
+    key = cell_key(split, cell, opts.device)
 
     def waiting() -> None:
-        if reporter is not None:
-            reporter.phase(f"waiting: another run holds {split.dataset} · {model_name} · seed {seed}")
+        reporter.phase(cell.label, f"waiting: another run holds {cell.label}")
 
-    with cell_lock(opts.out, split.dataset, model_name, seed, key, on_wait=waiting):
-        rec = _run_cell(split, model_name, seed, opts, reporter)
+    with cell_lock(opts.out, cell.dataset, cell.model, cell.seed, key, on_wait=waiting):
+        old = None if opts.force else _reusable(opts.out, cell, key)
+        if old is not None:
+            reporter.cell_skip(old)
+            rec = _mark_used(opts.out, old, cell.tags.get("experiment"))
+        else:
+            rec = compute_cell(split, cell, opts, reporter)
+            finish_record(opts, rec)
+            reporter.cell_end(rec)
         if rec.path is not None:
             remove_stale_files(rec.path)
         return rec
 
 
-def _run_cell(
-    split: Split, model_name: str, seed: int, opts: RunOptions, reporter: Reporter | None = None
-) -> Record:
-    reporter = reporter or Reporter()
-    model = build_model(model_name, opts.overrides.get(model_name))
-    ident = cell_identity(split, model, seed, opts)
-    key = record_key(ident)
-    wanted = sorted(opts.protocols)
-    if not opts.force:
-        old = _reusable(opts.out, split.dataset, model_name, seed, key, wanted)
-        if old is not None:
-            reporter.cell_skip(old)
-            return _mark_used(opts, old)
+def finish_record(opts: RunOptions, rec: Record) -> Path:
+    """Write a computed record atomically and remove the fit's checkpoint (it is no longer
+    needed: a rerun finds the record)."""
+    path = write_record(opts.out, rec)
+    d = rec.data
+    checkpoint_path(opts, d["dataset"], d["model"], d["seed"], d["key"]).unlink(missing_ok=True)
+    return path
 
-    reporter.cell_start(split.dataset, model_name, seed, getattr(model.config, "epochs", None))
+
+def compute_cell(split: Split, cell: Cell, opts: RunOptions, reporter: Reporter | None = None) -> Record:
+    """Fit (resuming from the cell's checkpoint if there is one) and evaluate one cell; the
+    record is returned, not written (:func:`run_cell` writes it; on Ray, the driver does)."""
+    reporter = reporter or Reporter()
+    model = cell.build()
+    ident = cell_identity(split, cell, opts.device)
+    key = record_key(ident)
+    wanted = sorted(cell.protocols)
+    reporter.cell_start(cell.label, getattr(model.config, "epochs", None))
 
     def ctx_evaluate(m: Model, role: str) -> dict[str, float]:
         held = split.test if role == "test" else split.validation
@@ -228,46 +341,32 @@ def _run_cell(
             raise ConfigError("no validation split: run with --validation")
         return M.summarize(evaluate(m, split.train, held, "sampled"), opts.ks)
 
+    from recbench.checkpoint import CheckpointSpec
+
     ctx = FitContext(
         device=opts.device,
-        eval_every=opts.eval_every,
-        early_stopping_patience=opts.early_stopping,
+        eval_every=cell.eval_every,
+        early_stopping_patience=cell.early_stopping,
         early_stopping_metric=f"ndcg@{opts.ks[0]}",
         evaluate=ctx_evaluate,
-        on_epoch=reporter.epoch,
-        on_batch=reporter.batch,
+        on_epoch=functools.partial(reporter.epoch, cell.label),
+        on_batch=functools.partial(reporter.batch, cell.label),
+        checkpoint=(
+            CheckpointSpec(checkpoint_path(opts, cell.dataset, cell.model, cell.seed, key), key, cell.label, opts.checkpoint_every, reporter.message)
+            if opts.checkpoint else None
+        ),
     )
-    data: dict[str, Any] = {
-        **ident,
-        "tags": dict(opts.tags),
-        "key": key,
-        "protocols": wanted,
-        "split_info": {
-            "seed": split.seed,
-            "validation": split.validation is not None,
-            "n_negatives": split.n_negatives,
-            "n_eval_users": len(split.test),
-            "n_not_evaluated": split.n_not_evaluated,
-            "n_users": split.n_users,
-            "n_items": split.n_items,
-            "n_train": len(split.train),
-        },
-        "versions": versions(),
-        "hardware": hardware(opts.device),
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "metrics": {},
-        "history": ctx.history,
-        "timing": {},
-        "error": None,
-    }
+    data = record_data(split, cell, opts, ident, key)
+    data["history"] = ctx.history
     ranks: dict[str, np.ndarray] = {}
-    rng = seed_everything(seed)
+    rng = seed_everything(cell.seed)
     try:
         with PeakMemory() as mem:
             t0 = time.perf_counter()
             model.fit(split.train, rng, ctx)
             data["timing"]["fit_s"] = time.perf_counter() - t0
+            if ctx.resumed_from_epoch is not None:
+                data["resumed_from_epoch"] = ctx.resumed_from_epoch  # fit_s counts this process only
             epochs = [h for h in ctx.history if "seconds" in h]
             if epochs:
                 data["timing"]["s_per_epoch"] = float(np.median([h["seconds"] for h in epochs]))
@@ -276,7 +375,7 @@ def _run_cell(
             roles = [("test", split.test)] + ([("validation", split.validation)] if split.validation is not None else [])
             for role, held in roles:
                 for proto in wanted if role == "test" else ["sampled"]:
-                    reporter.phase(f"evaluating {role}/{proto}")
+                    reporter.phase(cell.label, f"evaluating {role}/{proto}")
                     t1 = time.perf_counter()
                     r = evaluate(model, split.train, held, proto)
                     data["timing"][f"eval_{role}_{proto}_s"] = time.perf_counter() - t1
@@ -291,140 +390,192 @@ def _run_cell(
         data["error"] = f"{type(e).__name__}: {e}"
         data["traceback"] = traceback.format_exc(limit=8)
         ranks = {}
-    rec = Record(data=data, users=split.test.users, ranks=ranks)
-    write_record(opts.out, rec)
-    reporter.cell_end(rec)
-    return rec
+    return Record(data=data, users=split.test.users, ranks=ranks)
 
 
-def existing_record(split: Split, model_name: str, seed: int, opts: RunOptions) -> Record | None:
-    """The finished record of a cell, if there is one that covers ``opts.protocols`` (no fit)."""
-    model = build_model(model_name, opts.overrides.get(model_name))
-    key = record_key(cell_identity(split, model, seed, opts))
-    return _reusable(opts.out, split.dataset, model_name, seed, key, opts.protocols)
+def record_data(split: Split, cell: Cell, opts: RunOptions, ident: dict[str, Any], key: str) -> dict[str, Any]:
+    """A record's fields before its fit: identity, split, environment and code."""
+    return {
+        **ident,
+        "tags": dict(cell.tags),
+        "key": key,
+        "protocols": sorted(cell.protocols),
+        "split_info": {
+            "seed": split.seed,
+            "validation": split.validation is not None,
+            "n_negatives": split.n_negatives,
+            "n_eval_users": len(split.test),
+            "n_not_evaluated": split.n_not_evaluated,
+            "n_users": split.n_users,
+            "n_items": split.n_items,
+            "n_train": len(split.train),
+        },
+        "versions": versions(),
+        "code": code_version(),
+        "hardware": hardware(opts.device),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "metrics": {},
+        "history": [],
+        "timing": {},
+        "error": None,
+    }
 
 
-def _reusable(out: Path, dataset: str, model_name: str, seed: int, key: str, protocols: Iterable[str]) -> Record | None:
+def failed_record(split: Split, cell: Cell, opts: RunOptions, error: str) -> Record:
+    """The record of a cell whose fit never returned (a worker lost for good)."""
+    ident = cell_identity(split, cell, opts.device)
+    data = record_data(split, cell, opts, ident, record_key(ident))
+    data.update(status="failed", error=error)
+    return Record(data=data, users=split.test.users)
+
+
+def existing_record(split: Split, cell: Cell, opts: RunOptions) -> Record | None:
+    """The finished record of a cell, if there is one that covers its protocols (no fit)."""
+    return _reusable(opts.out, cell, cell_key(split, cell, opts.device))
+
+
+def _reusable(out: Path, cell: Cell, key: str) -> Record | None:
     """The cell's record if it finished and evaluated every protocol wanted, else None."""
-    old = find_record(out, dataset, model_name, seed, key)
-    if old is not None and old.status == "ok" and set(protocols) <= set(old.data.get("protocols", [])):
+    old = find_record(out, cell.dataset, cell.model, cell.seed, key)
+    if old is not None and old.status == "ok" and set(cell.protocols) <= set(old.data.get("protocols", [])):
         return old
     return None
 
 
-def _mark_used(opts: RunOptions, rec: Record) -> Record:
+def _mark_used(out: Path, rec: Record, name: str | None) -> Record:
     """Reusing a record for an experiment other than the one that made it: list that experiment
     in the record's ``used_by`` (rewritten atomically, under the cell's lock)."""
-    name = opts.tags.get("experiment")
     if name is None or rec.data.get("tags", {}).get("experiment") == name or name in rec.data.get("used_by", []):
         return rec
     rec.data["used_by"] = sorted({*rec.data.get("used_by", []), name})
-    write_record(opts.out, rec)
+    write_record(out, rec)
     return rec
 
 
-def mark_used(opts: RunOptions, rec: Record) -> Record:
+def mark_used(opts: RunOptions, rec: Record, experiment: str | None) -> Record:
     """:func:`_mark_used` for a record found without running its cell (``experiment --no-fit``),
     under the cell's lock."""
     d = rec.data
     with cell_lock(opts.out, d["dataset"], d["model"], d["seed"], d["key"]):
-        rec = _mark_used(opts, rec)
+        rec = _mark_used(opts.out, rec, experiment)
         if rec.path is not None:
             remove_stale_files(rec.path)
     return rec
 
 
-# ----------------------------------------------------------------------------- the grid
+# ----------------------------------------------------------------------------- executing cells
 
 
 SplitLoader = Callable[[str], Split]
+"""A data set name → its split (tests pass their own; the default reads the cache)."""
 
 
 def default_split_loader(opts: RunOptions) -> SplitLoader:
+    """Load a data set's split as ``opts`` describes it."""
+    return lambda name: load_spec(SplitSpec(name, opts.split_seed, opts.validation, opts.n_negatives), opts.data_dir)
+
+
+def load_spec(spec: SplitSpec, data_dir: Path | None) -> Split:
     from recbench.data import load_split
 
-    def load(name: str) -> Split:
-        return load_split(
-            name,
-            seed=opts.split_seed,
-            validation=opts.validation,
-            n_negatives=opts.n_negatives,
-            data_dir=opts.data_dir,
-        )
-
-    return load
+    return load_split(spec.dataset, seed=spec.seed, validation=spec.validation, n_negatives=spec.n_negatives, data_dir=data_dir)
 
 
-def validate_overrides(models: list[str], overrides: dict[str, dict[str, Any]]) -> None:
-    """Fail before any work on an unknown model or parameter or an ill-typed value."""
-    for name, params in overrides.items():
-        if name not in models:
-            raise ConfigError(f"--set names model {name!r}, which is not in --models ({', '.join(models)})")
-        build_model(name, params)
+def load_splits(cells: Sequence[Cell], opts: RunOptions, reporter: Reporter, split_loader: SplitLoader | None) -> dict[SplitSpec, Split]:
+    splits: dict[SplitSpec, Split] = {}
+    for c in cells:
+        if c.split not in splits:
+            reporter.phase(None, f"loading {c.dataset}")
+            splits[c.split] = split_loader(c.dataset) if split_loader is not None else load_spec(c.split, opts.data_dir)
+    return splits
 
 
-def run_grid(
-    datasets: list[str],
-    models: list[str],
+def execute(
+    cells: Sequence[Cell],
     opts: RunOptions,
     reporter: Reporter | None = None,
     split_loader: SplitLoader | None = None,
 ) -> list[Record]:
-    """Run every (dataset, model, seed) cell; records are written as each finishes."""
-    validate_overrides(models, opts.overrides)
-    per_dataset = {ds: opts for ds in datasets}
-    if opts.tuned is not None:  # per-dataset tuned configs (explicit --set wins), all checked first
-        from recbench.tune import tuned_overrides
+    """Run every cell (records written as each finishes); returns the records in cell order.
+    ``opts.jobs`` cells at a time in worker processes, or on Ray with ``opts.executor="ray"``."""
+    reporter = reporter or Reporter()
+    splits = load_splits(cells, opts, reporter, split_loader)
+    if opts.executor == "ray":
+        from recbench.ray_executor import execute_ray
 
-        for ds in datasets:
-            ov = tuned_overrides(opts.tuned, ds, models, opts.overrides)
-            validate_overrides(models, ov)
-            per_dataset[ds] = replace(opts, overrides=ov, tags={**opts.tags, "tuned": True}, tuned=None)
-    load = split_loader or default_split_loader(opts)
-    records: list[Record] = []
-    for ds in datasets:
-        if reporter is not None:
-            reporter.phase(f"loading {ds}")
-        split = load(ds)
-        for model_name in models:
-            for seed in opts.seeds:
-                records.append(run_cell(split, model_name, seed, per_dataset[ds], reporter))
-    return records
+        return execute_ray(cells, splits, opts, reporter)
+    if opts.jobs <= 1 or len(cells) <= 1:
+        return [run_cell(splits[c.split], c, opts, reporter) for c in cells]
+    return _execute_processes(cells, splits, opts, reporter)
 
 
-def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``["ncf.learning_rate=0.005", ...]`` → ``{"ncf": {"learning_rate": "0.005"}}``."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        lhs, eq, value = item.partition("=")
-        model, dot, param = lhs.partition(".")
-        if not eq or not dot or not model or not param:
-            raise ConfigError(f"--set {item!r}: expected MODEL.PARAM=VALUE, e.g. ncf.learning_rate=0.005")
-        out.setdefault(model.strip().lower(), {})[param.strip()] = value.strip()
-    return out
+# ----------------------------------------------------------------------------- worker processes
 
 
-def options_from_record(data: dict[str, Any], out: Path, data_dir: Path | None = None) -> tuple[str, str, RunOptions]:
-    """Rebuild the exact cell a record describes: ``(dataset, model, options)``."""
-    model = data["model"]
-    cls = get_model_class(model)
-    defaults = config_to_dict(cls.Config())
-    diff = {k: v for k, v in data["config"].items() if defaults.get(k) != v}
-    info = data.get("split_info", {})
-    opts = RunOptions(
-        seeds=(int(data["seed"]),),
-        protocols=tuple(data.get("protocols") or ["sampled"]),
-        overrides={model: diff} if diff else {},
-        out=out,
-        force=True,
-        device=data.get("device", "cpu"),
-        validation=bool(info.get("validation", False)),
-        split_seed=int(info.get("seed", 0)),
-        n_negatives=int(info.get("n_negatives", 99)),
-        eval_every=int(data.get("eval_every", 0)),
-        early_stopping=int(data.get("early_stopping", 0)),
-        data_dir=data_dir,
-        tags=data.get("tags", {}),
-    )
-    return data["dataset"], model, opts
+class QueueReporter(Reporter):
+    """A worker's reporter: every event goes to the parent through a queue."""
 
+    def __init__(self, q: Any) -> None:
+        self.q = q
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("cell_start", "cell_skip", "epoch", "batch", "phase", "message", "cell_end"):
+            q = object.__getattribute__(self, "q")
+            return lambda *args: q.put((name, args))
+        return object.__getattribute__(self, name)
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(threads: int, q: Any) -> None:
+    set_threads(threads)
+    _WORKER["reporter"] = QueueReporter(q)
+
+
+def _worker_run(split: Split, cell: Cell, opts: RunOptions) -> Record:
+    return run_cell(split, cell, opts, _WORKER["reporter"])
+
+
+def set_threads(threads: int) -> None:
+    """torch's intra-op threads (0: leave torch's default)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _execute_processes(cells: Sequence[Cell], splits: dict[SplitSpec, Split], opts: RunOptions, reporter: Reporter) -> list[Record]:
+    """``opts.jobs`` worker processes (spawned: no fork of a process holding torch's threads),
+    each with ``opts.threads`` torch threads; progress events are relayed to ``reporter``."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")
+    events: Any = ctx.SimpleQueue()
+
+    def relay() -> None:
+        while True:
+            item = events.get()
+            if item is None:
+                return
+            name, args = item
+            getattr(reporter, name)(*args)
+
+    pump = threading.Thread(target=relay, daemon=True)
+    pump.start()
+    out: list[Record | None] = [None] * len(cells)
+    try:
+        with ProcessPoolExecutor(opts.jobs, mp_context=ctx, initializer=_init_worker, initargs=(opts.threads, events)) as pool:
+            futures = {pool.submit(_worker_run, splits[c.split], c, opts): i for i, c in enumerate(cells)}
+            try:
+                for fut, i in futures.items():
+                    out[i] = fut.result()
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    finally:
+        events.put(None)
+        pump.join(timeout=10)
+    return [r for r in out if r is not None]

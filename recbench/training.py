@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbench import checkpoint
+from recbench.checkpoint import CheckpointSpec
 from recbench.data.types import TrainData
 from recbench.models.base import BaseModel, FitContext, ModelError
 
@@ -56,6 +58,16 @@ def sample_negatives(
         out[bad] = rng.integers(0, train.n_items, size=int(bad.sum()), dtype=np.int64)
         bad[bad] = train.contains(uu[bad], out[bad])
     return out
+
+
+@dataclass
+class _FitState:
+    """The loop's state between epochs (saved in a checkpoint with the module and optimiser)."""
+
+    epoch: int = 0  # last finished epoch
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (score, epoch, state)
+    bad_epochs: int = 0
+    stopped: bool = False  # early stopping triggered
 
 
 @dataclass
@@ -173,12 +185,27 @@ class TorchModel(BaseModel):
         self.n_users, self.n_items = train.n_users, train.n_items
         self.max_rating = train.max_rating
         self.device = resolve_device(ctx.device)
-        torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
-        self.module = self.build_module(train).to(self.device)
-        opt = self.optimizer()
-        best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-        bad_epochs = 0
-        for epoch in range(1, int(cfg.epochs) + 1):
+        saved = self._read_checkpoint(ctx.checkpoint)
+        rng_at_start = copy.deepcopy(rng.bit_generator.state)
+        opt = self._setup(train, rng)
+        state = _FitState()
+        if saved is not None:
+            assert ctx.checkpoint is not None
+            try:
+                state = self._restore(saved, opt, rng, ctx)
+            except Exception as e:  # another architecture, a damaged state: start afresh
+                ctx.checkpoint.notify(
+                    f"warning: checkpoint {ctx.checkpoint.path} does not fit this model "
+                    f"({type(e).__name__}: {e}); {ctx.checkpoint.label} starts at epoch 1"
+                )
+                rng.bit_generator.state = rng_at_start
+                ctx.history.clear()
+                opt = self._setup(train, rng)
+                state = _FitState()
+        epochs = int(cfg.epochs)
+        for epoch in range(state.epoch + 1, epochs + 1):
+            if state.stopped:
+                break
             self.invalidate_cache()
             self.module.train()
             t0 = time.perf_counter()
@@ -205,21 +232,92 @@ class TorchModel(BaseModel):
                     val = ctx.evaluate(self, "validation")
                     info["validation"] = val
                     score = float(val[ctx.early_stopping_metric])
-                    if best is None or score > best[0]:
-                        state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
-                        best, bad_epochs = (score, epoch, state), 0
+                    if state.best is None or score > state.best[0]:
+                        snapshot = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+                        state.best, state.bad_epochs = (score, epoch, snapshot), 0
                     else:
-                        bad_epochs += 1
+                        state.bad_epochs += 1
             ctx.history.append(info)
+            state.epoch = epoch
+            state.stopped = bool(ctx.early_stopping_patience and state.bad_epochs >= ctx.early_stopping_patience)
+            if ctx.checkpoint is not None and ctx.checkpoint.due(epoch, last=epoch == epochs or state.stopped):
+                self._write_checkpoint(ctx, opt, rng, state)
             if ctx.on_epoch is not None:
                 ctx.on_epoch(info)
-            if ctx.early_stopping_patience and bad_epochs >= ctx.early_stopping_patience:
-                break
-        if best is not None:
-            self.module.load_state_dict(best[2])
-            ctx.history.append({"best_epoch": best[1], "best_validation": best[0]})
+        if state.best is not None:
+            self.module.load_state_dict(state.best[2])
+            ctx.history.append({"best_epoch": state.best[1], "best_validation": state.best[0]})
         self.invalidate_cache()
         self.module.eval()
+
+    def _setup(self, train: TrainData, rng: np.random.Generator) -> torch.optim.Optimizer:
+        """Seed torch from ``rng``, build the module and its optimiser (the start of every fit)."""
+        torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
+        self.module = self.build_module(train).to(self.device)
+        return self.optimizer()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _read_checkpoint(self, spec: CheckpointSpec | None) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The cell's checkpoint, or None (absent; or unusable, with a one-line warning)."""
+        if spec is None or not spec.path.exists():
+            return None
+        try:
+            meta, groups = checkpoint.read(spec.path)
+            if meta.get("key") != spec.key or meta.get("model") != self.name:
+                raise checkpoint.CheckpointError(f"belongs to another cell ({meta.get('model')}, key {meta.get('key')})")
+        except checkpoint.CheckpointError as e:
+            spec.notify(f"warning: ignoring checkpoint {spec.path}: {e}; {spec.label} starts at epoch 1")
+            return None
+        return meta, groups
+
+    def _write_checkpoint(
+        self, ctx: FitContext, opt: torch.optim.Optimizer, rng: np.random.Generator, state: _FitState
+    ) -> None:
+        assert ctx.checkpoint is not None and self.module is not None
+        rng_meta, rng_tensors = checkpoint.rng_states(rng)
+        opt_meta, opt_tensors = checkpoint.optimizer_state(opt)
+        meta = {
+            "key": ctx.checkpoint.key,
+            "model": self.name,
+            "epoch": state.epoch,
+            "epochs": int(self.config.epochs),
+            "stopped": state.stopped,
+            "bad_epochs": state.bad_epochs,
+            "best": None if state.best is None else [state.best[0], state.best[1]],
+            "history": ctx.history,
+            "rng": rng_meta,
+            "optimizer": opt_meta,
+        }
+        groups = {"module": self.module.state_dict(), "optimizer": opt_tensors, "rng": rng_tensors}
+        if state.best is not None:
+            groups["best"] = state.best[2]
+        checkpoint.write(ctx.checkpoint.path, meta, groups)
+
+    def _restore(
+        self,
+        saved: tuple[dict[str, Any], dict[str, Any]],
+        opt: torch.optim.Optimizer,
+        rng: np.random.Generator,
+        ctx: FitContext,
+    ) -> _FitState:
+        assert ctx.checkpoint is not None and self.module is not None
+        meta, groups = saved
+        self.module.load_state_dict(groups["module"])
+        checkpoint.load_optimizer_state(opt, meta["optimizer"], groups["optimizer"])
+        checkpoint.set_rng_states(rng, meta["rng"], groups["rng"])
+        best = None if meta["best"] is None else (float(meta["best"][0]), int(meta["best"][1]), groups["best"])
+        state = _FitState(int(meta["epoch"]), best, int(meta["bad_epochs"]), bool(meta["stopped"]))
+        ctx.history[:] = meta["history"]
+        self.invalidate_cache()
+        epochs = int(self.config.epochs)
+        where = (
+            f"after epoch {state.epoch}/{epochs} (training finished)"
+            if state.stopped or state.epoch >= epochs
+            else f"at epoch {state.epoch + 1}/{epochs}"
+        )
+        ctx.checkpoint.notify(f"resuming {ctx.checkpoint.label} {where}")
+        ctx.resumed_from_epoch = state.epoch
+        return state
 
     def _run_epoch(
         self,

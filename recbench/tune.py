@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +31,16 @@ import numpy as np
 from recbench.data.types import Split
 from recbench.eval import metrics as M
 from recbench.models.base import ConfigError, config_to_dict
-from recbench.registry import get_model_class
+from recbench.plan import (  # noqa: F401 - the tuned-config store, re-exported for `recbench.tune` users
+    default_space,
+    load_search_spaces,
+    load_tuned,
+    resolve_config,
+    tuned_overrides,
+    tuned_path,
+)
 from recbench.results import Record, _atomic_write_bytes
-from recbench.runner import Reporter, RunOptions, build_model, default_split_loader, run_grid
+from recbench.runner import Cell, Reporter, RunOptions, SplitSpec, execute
 
 VALIDATION_ROLE = "validation/sampled"
 TUNE_TAG = {"purpose": "tune"}
@@ -44,35 +49,9 @@ TUNE_TAG = {"purpose": "tune"}
 # ----------------------------------------------------------------------------- search spaces
 
 
-def load_search_spaces(path: Path | None = None) -> dict[str, Any]:
-    """The search-space data file (the packaged one by default)."""
-    if path is None:
-        with resources.files("recbench").joinpath("search_spaces.toml").open("rb") as f:
-            return tomllib.load(f)
-    with open(path, "rb") as f:
-        return tomllib.load(f)
-
-
 def default_budget(spaces: dict[str, Any] | None = None) -> tuple[int, str]:
     b = (spaces or load_search_spaces()).get("budget", {})
     return int(b.get("trials", 10)), str(b.get("metric", "ndcg@10"))
-
-
-def default_space(model: str, spaces: dict[str, Any] | None = None) -> dict[str, list[Any]]:
-    """The model's default space (``extends`` followed), ``{}`` when it has nothing to tune."""
-    spaces = spaces or load_search_spaces()
-    seen: set[str] = set()
-    name = model
-    merged: dict[str, list[Any]] = {}
-    chain = []
-    while name and name not in seen:
-        seen.add(name)
-        table = spaces.get(name, {})
-        chain.append(table)
-        name = table.get("extends")
-    for table in reversed(chain):
-        merged.update({k: list(v) for k, v in table.items() if k != "extends"})
-    return merged
 
 
 def split_values(text: str) -> list[str]:
@@ -115,7 +94,7 @@ def search_space(model: str, grid: dict[str, list[Any]] | None = None, spaces: d
         if not values:
             raise ConfigError(f"{model}.{param}: empty list of values")
         for v in values:
-            build_model(model, {param: v})
+            resolve_config(model, sets={param: v})
     return space
 
 
@@ -162,10 +141,9 @@ class TuneOptions:
     force: bool = False
     data_dir: Path | None = None
     metric: str | None = None  # None: the data file's metric
-
-
-def tuned_path(out: Path, dataset: str, model: str) -> Path:
-    return out / "tuned" / dataset / f"{model}.json"
+    jobs: int = 1  # trials (cells) at a time, in worker processes
+    threads: int = 1  # torch threads per worker
+    checkpoint: bool = True
 
 
 def plan(model: str, opts: TuneOptions, spaces: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], int, dict[str, list[Any]]]:
@@ -177,7 +155,7 @@ def plan(model: str, opts: TuneOptions, spaces: dict[str, Any] | None = None) ->
     clash = sorted(set(space) & set(fixed))
     if clash:
         raise ConfigError(f"{model}.{clash[0]} is both searched (--grid or the default space) and fixed with --set")
-    build_model(model, fixed)
+    resolve_config(model, sets=fixed)
     trials, size = candidates(space, opts.trials or budget, opts.search_seed)
     return trials, size, space
 
@@ -196,30 +174,33 @@ def tune(
     metric = opts.metric or default_metric
     trials, size, space = plan(model, opts, spaces)
     fixed = opts.fixed.get(model, {})
-    base = RunOptions(
-        seeds=opts.seeds, protocols=("sampled",), out=opts.out, force=opts.force, device=opts.device,
-        validation=True, split_seed=opts.split_seed, data_dir=opts.data_dir, tags=dict(TUNE_TAG),
+    run_opts = RunOptions(
+        seeds=opts.seeds, out=opts.out, force=opts.force, device=opts.device, validation=True,
+        split_seed=opts.split_seed, data_dir=opts.data_dir, jobs=opts.jobs, threads=opts.threads,
+        checkpoint=opts.checkpoint,
     )
-    if split_loader is None:
-        split_loader = default_split_loader(base)
-    split = split_loader(dataset)
-    if split.validation is None:
+    spec = SplitSpec(dataset, opts.split_seed, validation=True)
+    split = split_loader(dataset) if split_loader is not None else None
+    if split is not None and split.validation is None:
         raise ConfigError(f"{dataset}: tuning needs a split with a validation item (validation=True)")
+    configs = [resolve_config(model, sets={**fixed, **params}) for params in trials]
+    cells = [Cell(spec, model, cfg, seed, ("sampled",), tags=dict(TUNE_TAG)) for cfg in configs for seed in opts.seeds]
+    recs = execute(cells, run_opts, reporter, (lambda _name: split) if split is not None else None)
+    fingerprint = str(recs[0]["split"]) if recs else ""
     results = []
-    for params in trials:
-        run_opts = replace(base, overrides={model: {**fixed, **params}})
-        recs = run_grid([dataset], [model], run_opts, reporter, split_loader=lambda _name: split)
-        per_seed = {int(r["seed"]): validation_score(r, metric) for r in recs}
+    for k, (params, config) in enumerate(zip(trials, configs, strict=True)):
+        trial_recs = recs[k * len(opts.seeds) : (k + 1) * len(opts.seeds)]
+        per_seed = {int(r["seed"]): validation_score(r, metric) for r in trial_recs}
         scores = [v for v in per_seed.values() if not np.isnan(v)]
-        config = config_to_dict(build_model(model, {**fixed, **params}).config)
+        cfg = config_to_dict(config)
         trial = {
-            "params": {k: _jsonable(config[k]) for k in params},  # typed, as the model read them
-            "config": config,
-            "score": float(np.mean(scores)) if len(scores) == len(recs) else float("nan"),
-            "per_seed": {str(k): v for k, v in per_seed.items()},
-            "status": "ok" if len(scores) == len(recs) else "failed",
-            "errors": [r.data.get("error") for r in recs if r.status != "ok"],
-            "records": [str(r.path.relative_to(opts.out)) if r.path is not None and r.path.is_relative_to(opts.out) else str(r.path) for r in recs],
+            "params": {p: _jsonable(cfg[p]) for p in params},  # typed, as the model read them
+            "config": cfg,
+            "score": float(np.mean(scores)) if len(scores) == len(trial_recs) else float("nan"),
+            "per_seed": {str(s_): v for s_, v in per_seed.items()},
+            "status": "ok" if len(scores) == len(trial_recs) else "failed",
+            "errors": [r.data.get("error") for r in trial_recs if r.status != "ok"],
+            "records": [str(r.path.relative_to(opts.out)) if r.path is not None and r.path.is_relative_to(opts.out) else str(r.path) for r in trial_recs],
         }
         results.append(trial)
         if on_trial is not None:
@@ -245,7 +226,7 @@ def tune(
         "budget": opts.trials or budget,
         "search_seed": opts.search_seed,
         "seeds": list(opts.seeds),
-        "split": split.fingerprint,
+        "split": fingerprint,
         "split_seed": opts.split_seed,
         "trials": results,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -260,47 +241,6 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     return v
-
-
-# ----------------------------------------------------------------------------- run --tuned
-
-
-def load_tuned(out: Path, dataset: str, model: str) -> dict[str, Any] | None:
-    path = tuned_path(out, dataset, model)
-    if not path.exists():
-        return None
-    try:
-        doc = json.loads(path.read_text())
-        return doc if isinstance(doc, dict) and isinstance(doc.get("best"), dict) else None
-    except (OSError, json.JSONDecodeError):
-        raise ConfigError(f"{path}: not a valid tuned-config file") from None
-
-
-def tuned_overrides(
-    tuned_dir: Path, dataset: str, models: list[str], explicit: dict[str, dict[str, Any]] | None = None
-) -> dict[str, dict[str, Any]]:
-    """Per-model overrides for ``dataset`` from ``tuned_dir`` (``OUT``'s ``tuned/`` parent),
-    with ``explicit`` (``--set``) winning parameter by parameter. A model with nothing to tune
-    (empty default space) needs no file; any other without one is an error naming the command
-    that makes it."""
-    out: dict[str, dict[str, Any]] = {}
-    explicit = explicit or {}
-    for m in models:
-        get_model_class(m)
-        doc = load_tuned(tuned_dir, dataset, m)
-        if doc is None:
-            if default_space(m):
-                raise ConfigError(
-                    f"no tuned config for {dataset}/{m} under {tuned_dir / 'tuned'}: run "
-                    f"`recbench tune --dataset {dataset} --model {m} --out {tuned_dir}` first"
-                )
-            params: dict[str, Any] = {}
-        else:
-            params = dict(doc["best"].get("overrides", doc["best"].get("params", {})))
-        params.update(explicit.get(m, {}))
-        if params:
-            out[m] = params
-    return out
 
 
 def trials_table(doc: dict[str, Any]) -> list[dict[str, Any]]:

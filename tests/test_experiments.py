@@ -185,9 +185,10 @@ def test_one_fit_serves_every_experiment_and_run(micro: Split, tmp_path: Path) -
     """The experiment tag labels a record without being part of its key: `aggregation` reuses
     `interaction`'s OPECI fit (same cell: OPECI-family cells keep a curve everywhere), a plain
     `recbench run --eval-every 1` of that cell is reused too, and each report sees its own."""
+    from recbench.plan import run_grid
     from recbench.report import select_records
     from recbench.results import iter_records
-    from recbench.runner import RunOptions, run_grid
+    from recbench.runner import RunOptions
 
     ov = {k: v for k, v in OPECI_TINY.items()}
     plain = run_grid(["micro"], ["opeci"], RunOptions(overrides={"opeci": {**ov, "epochs": "1"}}, out=tmp_path, eval_every=1),

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from recbench.data.types import Split
+from recbench.plan import run_grid
 from recbench.report import build_report, paper_table2, render
-from recbench.runner import RunOptions, run_grid
+from recbench.runner import RunOptions
 
 
 @pytest.fixture(scope="module")

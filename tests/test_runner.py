@@ -13,8 +13,9 @@ from baselines.itempop import ItemPop
 from recbench import registry
 from recbench.data.types import Split, TrainData
 from recbench.models.base import BaseModel, ConfigError, FitContext
+from recbench.plan import parse_overrides, run_grid
 from recbench.results import iter_records
-from recbench.runner import RunOptions, parse_overrides, run_grid
+from recbench.runner import RunOptions
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ from recbench.data.split import leave_one_out
 from recbench.data.synthetic import make_synthetic
 from recbench.data.types import Split
 from recbench.models.base import ConfigError
+from recbench.plan import run_grid
 from recbench.registry import MODELS
 from recbench.report import build_report
 from recbench.results import iter_records
-from recbench.runner import RunOptions, run_grid
+from recbench.runner import RunOptions
 
 BPR_FIXED = {"bpr": {"epochs": "3"}}
 
@@ -127,16 +128,16 @@ class GuardedRanks(dict):
 
 def test_tune_never_reads_test_ranks(micro: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plain = T.tune("micro", "bpr", _opts(tmp_path / "a"), split_loader=lambda _: micro)
-    real_run_grid = T.run_grid
+    real_execute = T.execute
 
     def guarded(*args, **kwargs):
-        recs = real_run_grid(*args, **kwargs)
+        recs = real_execute(*args, **kwargs)
         for r in recs:
             scrambled = {k: (np.random.default_rng(0).permutation(v) if k.startswith("test/") else v) for k, v in r.ranks.items()}
             r.ranks = GuardedRanks(scrambled)
         return recs
 
-    monkeypatch.setattr(T, "run_grid", guarded)
+    monkeypatch.setattr(T, "execute", guarded)
     checked = T.tune("micro", "bpr", _opts(tmp_path / "b"), split_loader=lambda _: micro)
     assert [t["score"] for t in checked["trials"]] == [t["score"] for t in plain["trials"]]
     assert checked["best"]["params"] == plain["best"]["params"]

@@ -45,6 +45,9 @@ class FitContext:
     on_epoch: Callable[[dict[str, Any]], None] | None = None
     on_batch: Callable[[int, int], None] | None = None  # (done, total) within an epoch
     history: list[dict[str, Any]] = field(default_factory=list)
+    # per-epoch checkpoints (a ``recbench.checkpoint.CheckpointSpec``; models without epochs ignore it)
+    checkpoint: Any = None
+    resumed_from_epoch: int | None = None  # set by a fit that resumed from a checkpoint
 
 
 @runtime_checkable
@@ -145,6 +148,12 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def config_diff(config: Any) -> dict[str, Any]:
+    """The fields of ``config`` that differ from its class's defaults."""
+    defaults = type(config)()
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(defaults, f.name)}
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Convert a ``--set`` string (or a JSON value) to the field's annotated type."""
     origin = typing.get_origin(annotation)
@@ -218,6 +227,53 @@ def apply_overrides(config: Any, overrides: dict[str, Any], model_name: str = ""
             )
         changes[key] = _coerce(value, hints[key], f"{model_name}.{key}" if model_name else key)
     return dataclasses.replace(config, **changes)
+
+
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    # field: (low, high, low exclusive); the shared names of every model's config
+    "epochs": (1, None, False),
+    "batch_size": (1, None, False),
+    "n_negatives": (1, None, False),
+    "embedding_size": (1, None, False),
+    "learning_rate": (0, None, True),
+    "sgd_learning_rate": (0, None, True),
+    "reg": (0, None, False),
+    "n_heads": (1, None, False),
+    "d_k": (1, None, False),
+    "d_v": (1, None, False),
+    "attention_hidden": (1, None, False),
+    "precise_bn_batches": (0, None, False),
+    "max_neighbors": (1, None, False),
+    "margin": (0, None, False),
+    "cov_weight": (0, None, False),
+    "clip_norm": (0, None, True),
+    "alpha": (0, 1, False),
+    "init_std": (0, None, True),
+    "qkv_init_std": (0, None, True),
+    "threads": (1, None, False),
+}
+"""Valid ranges of config values, by field name (checked wherever a user's value enters)."""
+
+
+def check_ranges(config: Any, model_name: str = "") -> None:
+    """Raise :class:`ConfigError` naming the first field outside :data:`RANGES` (and any
+    non-positive width in a tuple of layer sizes)."""
+    prefix = f"{model_name}." if model_name else ""
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        if isinstance(v, tuple | list):
+            if any(isinstance(x, int | float) and not isinstance(x, bool) and x < 1 for x in v):
+                raise ConfigError(f"{prefix}{f.name}={v}: every layer size must be ≥ 1")
+            continue
+        if f.name not in RANGES or v is None or isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        lo, hi, exclusive = RANGES[f.name]
+        if v != v:  # NaN
+            raise ConfigError(f"{prefix}{f.name}={v}: not a number")
+        if lo is not None and (v <= lo if exclusive else v < lo):
+            raise ConfigError(f"{prefix}{f.name}={v}: {f.name} must be {'>' if exclusive else '≥'} {lo:g}")
+        if hi is not None and v > hi:
+            raise ConfigError(f"{prefix}{f.name}={v}: {f.name} must be ≤ {hi:g}")
 
 
 def config_from_dict(cls: type, values: dict[str, Any], model_name: str = "") -> Any:

@@ -22,8 +22,9 @@ from recbench.data.split import leave_one_out
 from recbench.data.synthetic import make_synthetic
 from recbench.data.types import Split, TrainData
 from recbench.models.base import Model, ModelError
+from recbench.plan import run_grid
 from recbench.results import iter_records
-from recbench.runner import RunOptions, build_model, run_grid
+from recbench.runner import RunOptions, build_model
 from recbench.training import TorchModel
 
 from ._procs import cli

@@ -26,8 +26,9 @@ from typer.testing import CliRunner
 from recbench.cli import app
 from recbench.data.split import leave_one_out
 from recbench.data.synthetic import make_synthetic
+from recbench.plan import run_grid
 from recbench.results import RecordWarning, iter_records, read_record
-from recbench.runner import RunOptions, run_grid
+from recbench.runner import RunOptions
 
 from ._procs import REPO
 

@@ -1,0 +1,145 @@
+"""The plan: typed cells resolved once (precedence, range checks), progress in a terminal and in
+a log, and the runner free of the tuner."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from recbench.cli import app
+from recbench.models.base import ConfigError
+from recbench.plan import PRECEDENCE, plan_run, resolve_config
+from recbench.progress import PlainReporter, RichReporter, make_reporter
+from recbench.runner import Cell, RunOptions, SplitSpec
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_precedence_defaults_paper_tuned_epochs_set() -> None:
+    assert PRECEDENCE == ("defaults", "paper", "tuned", "epochs", "set")
+    assert resolve_config("ncf").learning_rate == 1e-3  # code default
+    cfg = resolve_config("ncf", paper={"learning_rate": 0.1, "epochs": 7, "n_negatives": 2},
+                         tuned={"learning_rate": "0.01", "epochs": 9}, epochs=3, sets={"epochs": "5"})
+    assert (cfg.learning_rate, cfg.epochs, cfg.n_negatives) == (0.01, 5, 2)  # tuned, --set, paper
+    assert resolve_config("ncf", paper={"epochs": 7}, epochs=3).epochs == 3
+    assert resolve_config("itempop", epochs=3) == resolve_config("itempop")  # no epochs field: ignored
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "value", "message"),
+    [
+        ("ncf", "epochs", "0", "ncf.epochs=0: epochs must be ≥ 1"),
+        ("ncf", "epochs", "-3", "epochs must be ≥ 1"),
+        ("ncf", "batch_size", "0", "batch_size must be ≥ 1"),
+        ("ncf", "learning_rate", "0", "learning_rate must be > 0"),
+        ("ncf", "learning_rate", "-0.1", "learning_rate must be > 0"),
+        ("opeci", "n_negatives", "0", "n_negatives must be ≥ 1"),
+        ("opeci", "reg", "-1", "reg must be ≥ 0"),
+        ("opeci", "mlp_hidden", "(64,0)", "every layer size must be ≥ 1"),
+        ("ncf", "alpha", "1.5", "alpha must be ≤ 1"),
+        ("bpr", "learning_rate", "nan", "not a number"),
+    ],
+)
+def test_ranges_are_checked_with_the_field_named(model: str, field: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        resolve_config(model, sets={field: value})
+
+
+def test_cli_rejects_a_bad_value_before_loading_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import recbench.data as data
+
+    def no_data(*_a, **_k):
+        raise AssertionError("data loaded before the check")
+
+    monkeypatch.setattr(data, "load_split", no_data)
+    for args, msg in [
+        (["--set", "ncf.epochs=0"], "ncf.epochs=0: epochs must be ≥ 1"),
+        (["--jobs", "0"], "--jobs 0: must be ≥ 1"),
+        (["--checkpoint-every", "0"], "--checkpoint-every 0: must be ≥ 1"),
+        (["--seeds", "-1"], "seeds must be ≥ 0"),
+        (["--split-seed", "-5"], "--split-seed -5: must be ≥ 0"),
+        (["--eval-every", "-1"], "--eval-every -1: must be ≥ 0"),
+    ]:
+        r = runner.invoke(app, ["run", "--dataset", "synthetic", "--models", "ncf", "--out", str(tmp_path), *args])
+        assert r.exit_code == 2 and msg in r.output, (args, r.output)
+    assert not (tmp_path / "records").exists()
+
+
+def test_plan_run_makes_typed_cells_in_grid_order() -> None:
+    opts = RunOptions(seeds=(0, 1), overrides={"ncf": {"epochs": "2"}}, split_seed=3, validation=True, early_stopping=2)
+    cells = plan_run(["a", "b"], ["itempop", "ncf"], opts)
+    assert [(c.dataset, c.model, c.seed) for c in cells] == [
+        (d, m, s) for d in ("a", "b") for m in ("itempop", "ncf") for s in (0, 1)
+    ]
+    ncf = cells[2]
+    assert isinstance(ncf, Cell) and ncf.config.epochs == 2 and type(ncf.config).__name__ == "NCFConfig"
+    assert ncf.split == SplitSpec("a", 3, True, 99) and ncf.early_stopping == 2
+    assert ncf.label == "a · ncf · seed 0"
+
+
+def test_plain_progress_in_a_log(tmp_path: Path) -> None:
+    """CliRunner's stderr is not a terminal: one line per epoch and per cell."""
+    r = runner.invoke(app, ["run", "--dataset", "synthetic", "--models", "ncf", "--set", "ncf.epochs=2",
+                            "--eval-every", "1", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    epochs = [ln for ln in lines if "synthetic · ncf · seed 0: epoch" in ln]
+    assert len(epochs) == 2 and epochs[0].startswith("synthetic · ncf · seed 0: epoch 1/2 · loss ")
+    assert "samples/s · test hr@10 " in epochs[1] and "s elapsed [" in epochs[1]
+    assert sum(ln.startswith("✓ synthetic · ncf · seed 0  sampled: hr@10") for ln in lines) == 1
+
+
+def test_make_reporter_picks_by_terminal() -> None:
+    assert isinstance(make_reporter(Console(file=io.StringIO())), PlainReporter)
+    assert isinstance(make_reporter(Console(file=io.StringIO(), force_terminal=True)), RichReporter)
+
+
+def test_rich_reporter_draws_concurrent_cells(tiny_split, tmp_path: Path) -> None:
+    from recbench.plan import run_grid
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=200)
+    with RichReporter(console) as rep:
+        rep.cell_start("a · ncf · seed 0", 3)
+        rep.cell_start("a · ncf · seed 1", 3)
+        rep.epoch("a · ncf · seed 1", {"epoch": 1, "loss": 0.5, "samples_per_s": 10.0})
+        rep.batch("a · ncf · seed 0", 5, 10)
+        assert len(rep.tasks) == 2
+        recs = run_grid(["tiny"], ["itempop"], RunOptions(out=tmp_path), rep, split_loader=lambda _n: tiny_split)
+    assert "✓" in buf.getvalue() and "tiny · itempop · seed 0" in buf.getvalue() and recs[0].status == "ok"
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_the_runner_does_not_import_the_tuner_or_the_plan() -> None:
+    imports = _imports(ROOT / "recbench" / "runner.py")
+    assert not {"recbench.tune", "recbench.plan", "recbench.experiments"} & imports, imports
+
+
+def test_records_of_run_keep_their_keys(tiny_split, tmp_path: Path) -> None:
+    """The record key is the hash of the same identity as before the plan existed."""
+    from recbench.plan import run_grid
+    from recbench.results import record_key
+
+    (rec,) = run_grid(["tiny"], ["ncf"], RunOptions(out=tmp_path, overrides={"ncf": {"epochs": "1"}}),
+                      split_loader=lambda _n: tiny_split)
+    d = json.loads(rec.path.read_text())
+    ident = {k: d[k] for k in ("dataset", "split", "model", "config", "seed", "device", "eval_every", "early_stopping")}
+    ident["tags"] = {}
+    assert record_key(ident) == d["key"]

@@ -1,50 +1,46 @@
 """CADNCF (Zhang, Qin, Li and Wang, "Cross Product and Attention Based Deep Neural Collaborative
-Filtering", 2020), the OPECI authors' predecessor model.
+Filtering", 2020), the OPECI authors' predecessor model, in three readings, and the floor they
+share.
 
 User and item ID embeddings ``p_u, q_i ∈ R^d`` (d = 64); their outer product ``M = p_u q_iᵀ``
-(d × d); one self-attention head over the d rows of M; an MLP with batch normalisation on the
-flattened attended matrix; a sigmoid output; the normalised cross-entropy loss (target
-``rating / max(R)`` for a positive, 0 for a sampled negative).
+(d × d); an attention module on M; an MLP with batch normalisation on the flattened result; a
+sigmoid output; the normalised cross-entropy loss (target ``rating / max(R)`` for a positive, 0
+for a sampled negative). The paper is not freely available; its abstract says the attention
+module "extracts the useful information from the correlation matrix and eliminates noise"
+before the MLP. Readings, one class (``gate``), each a registered name:
 
-The paper is not freely available, so this is our reading of its abstract and of how the OPECI
-paper describes it: **CADNCF is OPECI without the neighbourhood aggregation layer and with a
-single attention head**. It therefore reuses OPECI's blocks from :mod:`recbench.models.attention`
-unchanged: :class:`CorrelationAttention` with ``n_heads = 1`` (Q, K, V = sigmoid(M W), scaled
-dot-product attention, output projection ``W^O``; the rank-one fast path, exact for
-``M = p qᵀ``) and :class:`CorrelationHead` (``d² → 256 → 64 → 1`` with batch normalisation).
+- ``cadncf`` (``gate = "attention"``, the default): an AFM-style attention **gate on M's
+  entries** (Xiao et al., AFM, IJCAI 2017, scores each pairwise interaction with a small shared
+  network and reweights it). Entry ``m_rs`` gets the score ``s_rs = wᵀ ReLU(a m_rs + e_rs + c)``
+  (``a, c, w ∈ R^t`` shared, ``e_rs ∈ R^t`` a learned position embedding of entry (r, s), t =
+  ``gate_hidden``), ``A = softmax over the d² entries``, ``O = d² · A ⊙ M`` (scaled so that a
+  uniform gate leaves M unchanged), then ``MLP(flatten(O))``. The gate can only reweight
+  entries, so every entry of M keeps reaching the MLP: there is no collapse to one scalar.
+- ``cadncf-mhsa`` (``gate = "mhsa"``): revision 1's reading, OPECI without the aggregation and
+  with one head: the multi-head self-attention block of :mod:`recbench.models.attention` over the
+  rows of M. For ``M = p qᵀ`` every row r of ``sigmoid(M W)`` is a function of the scalar
+  ``p_r``, and with near-uniform attention every output row is ≈ the mean over rows of the value
+  rows: little user information reaches the MLP (``recbench diagnose`` measures it).
+- ``outer-mlp`` (``gate = "none"``): no attention, ``MLP(flatten(p qᵀ))`` — an ONCF-style
+  outer-product MLP (He et al., IJCAI 2018, with an MLP instead of convolutions): the floor any
+  attention reading should beat.
 
-Defaults and where we chose them:
-
-- ``d_k = d_v = 16``, the attention module's defaults (OPECI's chosen defaults; the paper gives
-  none).
-- Adam, learning rate 1e-3, batch 256, 6 negatives per positive and L2 (Adam weight decay)
-  ``reg = 0`` — OPECI's stated settings for ML-100K/FilmTrust except the L2: OPECI's "L2 0.001"
-  applied as Adam weight decay to the ID embeddings (which are dense-updated every step) shrank
-  the embeddings of every user and item not in the batch and hurt accuracy in our checks on
-  synthetic data, so it is off by default and available as ``--set cadncf.reg=0.001``.
-- Embeddings are initialised N(0, ``init_std``²) with ``init_std = 1``: with the attention
-  block's ``N(0, 1/d)`` projections this puts ``M W`` at unit scale, so the sigmoids start in
-  their sensitive range (with NCF's 0.01 the entries of M are ~1e-4 and every Q, K, V starts at
-  0.5). 20 epochs.
-- Scores are the logits (monotone in ŷ); inference runs in eval mode (batch norm uses its running
-  statistics), so a pair's score does not depend on the rest of the batch.
-
-Known weakness of this reading (measured, not tuned away): for ``M = p qᵀ`` every row a of
-``sigmoid(M W)`` is a function of the single scalar ``p_a`` (``Q_a = σ(p_a·qᵀW^Q)`` etc.), and
-with near-uniform attention each output row is close to the mean of the value rows, in which the
-user enters only through the distribution of its embedding's entries (for signed entries the
-mean of ``σ(p_b c)`` is ≈ 0.5 whatever c). Little user information reaches the MLP: on the
-synthetic test data CADNCF stays around ItemPop's HR@10 where NCF and DMF are far above it,
-whereas the same MLP on ``flatten(p qᵀ)`` without the attention block learns quickly. OPECI's
-factors are ReLU outputs (non-negative, with a bias), which avoids the symmetric case.
+Defaults and where we chose them: ``d_k = d_v = 16`` (``cadncf-mhsa``); Adam, learning rate
+1e-3, batch 256, 6 negatives, ``reg = 0`` (the paper's λ‖θ‖² on the summed loss when set, see
+:class:`recbench.training.TorchModel`), 20 epochs — OPECI's stated settings. Embeddings are
+initialised N(0, ``init_std``²): 0.01 (NCF's convention; the batch norm after the MLP's first
+layer makes the gate and the floor insensitive to the scale of M) for ``cadncf`` and
+``outer-mlp``; 1.0 for ``cadncf-mhsa``, whose sigmoids would otherwise all start at 0.5. Scores are the
+logits (monotone in ŷ); inference runs in eval mode.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recbench.data.types import TrainData
@@ -64,23 +60,77 @@ class CADNCFConfig:
     learning_rate: float = 1e-3
     reg: float = 0.0
     n_negatives: int = 6
-    init_std: float = 1.0
+    init_std: float = 0.01
+    gate: Literal["attention", "mhsa", "none"] = "attention"
+    gate_hidden: int = 16  # t: width of the entry-scoring network of the attention gate
+
+
+class EntryGate(nn.Module):
+    """AFM-style attention over the d² entries of M: ``O = d² · softmax(s) ⊙ M`` with
+    ``s_rs = wᵀ ReLU(a m_rs + e_rs + c)`` (see the module docstring)."""
+
+    def __init__(self, d: int, hidden: int) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.randn(hidden) / hidden**0.5)
+        self.pos = nn.Parameter(torch.zeros(d * d, hidden))
+        self.c = nn.Parameter(torch.zeros(hidden))
+        self.w = nn.Parameter(torch.randn(hidden) / hidden**0.5)
+
+    def weights(self, m: torch.Tensor) -> torch.Tensor:
+        """``A``: ``[B, d, d]`` → ``[B, d, d]``, each sample's entries summing to 1."""
+        b, d, _ = m.shape
+        flat = m.reshape(b, d * d, 1)
+        # m is tiny at initialisation (σ² = 1e-4): scale-free scores use its standardised values
+        z = flat / flat.std(dim=1, keepdim=True).clamp_min(1e-12)
+        scores = F.relu(z * self.a + self.pos + self.c) @ self.w
+        return torch.softmax(scores, dim=1).reshape(b, d, d)
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        d = m.shape[1]
+        return (d * d) * self.weights(m) * m
 
 
 class CADNCFModule(nn.Module):
     def __init__(self, n_users: int, n_items: int, cfg: CADNCFConfig) -> None:
         super().__init__()
         d = cfg.embedding_size
+        self.gate = cfg.gate
         self.user = nn.Embedding(n_users, d)
         self.item = nn.Embedding(n_items, d)
         nn.init.normal_(self.user.weight, std=cfg.init_std)
         nn.init.normal_(self.item.weight, std=cfg.init_std)
-        self.attention = CorrelationAttention(d, cfg.n_heads, cfg.d_k, cfg.d_v, rank_one=True)
+        self.attention: nn.Module | None = None
+        if cfg.gate == "mhsa":
+            self.attention = CorrelationAttention(d, cfg.n_heads, cfg.d_k, cfg.d_v, rank_one=True)
+        elif cfg.gate == "attention":
+            self.attention = EntryGate(d, cfg.gate_hidden)
         self.head = CorrelationHead(d, tuple(cfg.hidden))
+
+    def pair_inputs(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(p, q)`` per pair (for :mod:`recbench.diagnose`)."""
+        return self.user(users), self.item(items)
+
+    def attention_weights(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor | None:
+        """Rows of attention weights for :mod:`recbench.diagnose`: ``[B, H, d, d]`` over M's rows
+        (``mhsa``), ``[B, d²]`` over M's entries (``attention``), None (``none``)."""
+        m = p.unsqueeze(2) * q.unsqueeze(1)
+        if isinstance(self.attention, CorrelationAttention):
+            return self.attention.attention_weights(m)
+        if isinstance(self.attention, EntryGate):
+            return self.attention.weights(m).reshape(m.shape[0], -1)
+        return None
+
+    def attended(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """The MLP's input as a ``[B, d, d]`` matrix."""
+        if self.gate == "mhsa":
+            assert self.attention is not None
+            return self.attention(p, q)
+        m = p.unsqueeze(2) * q.unsqueeze(1)
+        return m if self.attention is None else self.attention(m)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Logits ``[B]`` for the pairs."""
-        return self.head(self.attention(self.user(users), self.item(items)))
+        return self.head(self.attended(*self.pair_inputs(users, items)))
 
 
 class CADNCF(TorchModel):
@@ -88,6 +138,7 @@ class CADNCF(TorchModel):
 
     name: ClassVar[str] = "cadncf"
     Config: ClassVar[type] = CADNCFConfig
+    revision: ClassVar[int] = 2  # the attention-gate reading (revision 1: today's cadncf-mhsa)
     sampling = "pointwise"
     target = "nce"
     output = "logit"
@@ -96,3 +147,24 @@ class CADNCF(TorchModel):
 
     def build_module(self, train: TrainData) -> nn.Module:
         return CADNCFModule(train.n_users, train.n_items, self.config)
+
+
+class CADNCFMHSA(CADNCF):
+    """``cadncf-mhsa``: revision 1's reading, the multi-head self-attention block over M's rows."""
+
+    name: ClassVar[str] = "cadncf-mhsa"
+
+    @dataclass(frozen=True)
+    class Config(CADNCFConfig):
+        init_std: float = 1.0
+        gate: Literal["attention", "mhsa", "none"] = "mhsa"
+
+
+class OuterMLP(CADNCF):
+    """``outer-mlp``: MLP(flatten(p qᵀ)), no attention (the floor of the CADNCF readings)."""
+
+    name: ClassVar[str] = "outer-mlp"
+
+    @dataclass(frozen=True)
+    class Config(CADNCFConfig):
+        gate: Literal["attention", "mhsa", "none"] = "none"

@@ -148,7 +148,7 @@ class NCF(TorchModel):
         return torch.optim.SGD(
             self.module.parameters(),
             lr=self.config.sgd_learning_rate,
-            weight_decay=self.config.reg,
+            weight_decay=self.weight_decay(),
         )
 
     def fit(

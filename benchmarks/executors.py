@@ -23,7 +23,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-GRID = ["--dataset", "synthetic", "--models", "ncf", "--seeds", "0,1,2,3", "--threads", "1"]
+GRID = ["--dataset", "synthetic", "--models", "ncf", "--seeds", "0,1,2,3,4,5,6,7", "--threads", "1"]
 VARIANTS = {"jobs 1": ["--jobs", "1"], "jobs 2": ["--jobs", "2"], "ray": ["--executor", "ray"]}
 
 
@@ -52,7 +52,7 @@ def main() -> None:
             times[name].append(run(extra, out, env))
             shutil.rmtree(out)
             print(f"round {r + 1}: {name}: {times[name][-1]:.1f} s", flush=True)
-    n_cells = 4
+    n_cells = 8
     med = {k: statistics.median(v) for k, v in times.items()}
     ratios = [one / two for one, two in zip(times["jobs 1"], times["jobs 2"], strict=True)]
     ray_over = [(ray - two) / n_cells for ray, two in zip(times["ray"], times["jobs 2"], strict=True)]

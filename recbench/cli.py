@@ -555,6 +555,57 @@ def experiment_cmd(
         raise typer.Exit(1)
 
 
+@app.command("diagnose")
+def diagnose_cmd(
+    model: Annotated[str, typer.Argument(help="A correlation-attention model: opeci (and variants), cadncf, cadncf-mhsa, outer-mlp.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset (fetched, or synthetic).")] = "synthetic",
+    epochs: Annotated[int, typer.Option(help="Epochs to train before measuring (0: the fresh model).")] = 0,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: MODEL.PARAM=VALUE (repeatable).")] = None,
+    seed: Annotated[int, typer.Option(help="Model seed.")] = 0,
+    items: Annotated[int, typer.Option(help="Fixed items the MLP's input is measured for.")] = 16,
+    threads: Annotated[int, typer.Option(help="torch intra-op threads (0: torch's default).")] = 1,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the measurements as JSON.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
+) -> None:
+    """Does the user reach the MLP? Participation ratio of the MLP's input across users, attention
+    entropy, and sensitivity to shuffling a user's factor entries (recbench/diagnose.py)."""
+    import json
+
+    from recbench.diagnose import diagnose
+    from recbench.models.base import config_to_dict
+    from recbench.plan import parse_overrides, resolve_config
+    from recbench.registry import get_model_class
+    from recbench.runner import SplitSpec, load_spec, seed_everything
+
+    _set_threads(threads)
+    try:
+        if epochs < 0 or items < 1 or seed < 0:
+            raise ConfigError("--epochs must be ≥ 0, --items ≥ 1, --seed ≥ 0")
+        sets = parse_overrides(set_ or [])
+        unknown = [m for m in sets if m != model]
+        if unknown:
+            raise ConfigError(f"--set names model {unknown[0]!r}; diagnosing {model!r}")
+        config = resolve_config(model, sets=sets.get(model, {}), epochs=epochs or None)
+        m = get_model_class(model)(config)
+        if not hasattr(m, "init_module"):
+            raise ConfigError(f"{model}: diagnose needs a PyTorch correlation-attention model")
+        _check_datasets([dataset], data_dir)
+        split = load_spec(SplitSpec(dataset), data_dir)
+        rng = seed_everything(seed)
+        if epochs:
+            m.fit(split.train, rng)
+        else:
+            m.init_module(split.train, rng)
+        d = diagnose(m, n_items=items, seed=seed)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise fail(str(e).splitlines()[0]) from None
+    out = {"model": model, "dataset": dataset, "epochs": epochs, "seed": seed, "config": config_to_dict(config), **d.as_dict()}
+    Console().print_json(json.dumps(out, default=str))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(out, indent=1, default=str) + "\n")
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

@@ -7,13 +7,20 @@ import paths. Add a model by importing its class and adding one line.
 from __future__ import annotations
 
 from baselines.bpr import BPR
-from baselines.cadncf import CADNCF
+from baselines.cadncf import CADNCF, CADNCFMHSA, OuterMLP
 from baselines.cml import CML
 from baselines.dmf import DMF
 from baselines.itempop import ItemPop
 from baselines.ncf import NCF
 from recbench.models.base import ConfigError, Model
-from recbench.models.opeci import OPECI, OPECIInner, OPECIMeanBoth, OPECIMeanItem, OPECIMeanUser
+from recbench.models.opeci import (
+    OPECI,
+    OPECIInner,
+    OPECIMeanBoth,
+    OPECIMeanItem,
+    OPECIMeanUser,
+    OPECIResidual,
+)
 
 MODELS: dict[str, type[Model]] = {
     "itempop": ItemPop,
@@ -22,7 +29,10 @@ MODELS: dict[str, type[Model]] = {
     "dmf": DMF,
     "cml": CML,
     "cadncf": CADNCF,
+    "cadncf-mhsa": CADNCFMHSA,
+    "outer-mlp": OuterMLP,
     "opeci": OPECI,
+    "opeci-res": OPECIResidual,
     "opeci-inner": OPECIInner,
     "opeci-i": OPECIMeanItem,
     "opeci-u": OPECIMeanUser,

@@ -40,7 +40,7 @@ from tabulate import tabulate
 
 from recbench import stats as S
 from recbench.eval import metrics as M
-from recbench.models.base import config_to_dict
+from recbench.models.base import ConfigError, config_from_dict, config_to_dict
 from recbench.registry import MODELS
 from recbench.results import Record, iter_records
 
@@ -73,6 +73,13 @@ def model_label(rec: Record) -> str:
     # compared as JSON stores them (a tuple default reads back from a record as a list)
     defaults = json.loads(json.dumps(config_to_dict(cls.Config()), default=str))
     diff = {k: v for k, v in rec["config"].items() if k in defaults and defaults[k] != json.loads(json.dumps(v, default=str))}
+    revision = rec.data.get("revision", 1)
+    try:
+        current = cls.revision_of(config_from_dict(cls.Config, rec["config"], name))
+    except (ConfigError, TypeError):  # a field this code no longer has
+        current = cls.revision
+    if revision != current:
+        diff["revision"] = revision
     if not diff:
         return name
     return name + "[" + ",".join(f"{k}={_fmt_value(v)}" for k, v in sorted(diff.items())) + "]"

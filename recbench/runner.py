@@ -257,8 +257,11 @@ that asks for the same cell (the experiments that reused it are listed in ``used
 
 
 def cell_identity(split: Split, cell: Cell, device: str) -> dict[str, Any]:
-    """Everything that determines a cell's result; its hash is the record key."""
+    """Everything that determines a cell's result; its hash is the record key (a model revision
+    above 1 is part of it, so that records of older code are never reused)."""
+    revision = get_model_class(cell.model).revision_of(cell.config)
     return {
+        **({"revision": revision} if revision > 1 else {}),
         "dataset": split.dataset,
         "split": split.fingerprint,
         "model": cell.model,

@@ -82,8 +82,15 @@ class TorchModel(BaseModel):
     override :meth:`forward` (training predictions), :meth:`batch_loss` and
     :meth:`predict` (inference, e.g. with cached user/item factors).
 
-    The config must carry ``epochs``, ``batch_size``, ``learning_rate``, ``reg`` (Adam weight
-    decay) and ``n_negatives``.
+    The config must carry ``epochs``, ``batch_size``, ``learning_rate``, ``reg`` and
+    ``n_negatives``.
+
+    ``reg`` is the papers' L2 penalty λ‖θ‖² on *all* parameters, added to the loss **summed**
+    over a batch's instances (OPECI eq. 20; NCF, CML and DMF state theirs the same way). The loop
+    minimises the batch *mean*, so the equivalent is a coupled decay of ``2λ / batch_size`` in
+    the optimiser (:meth:`weight_decay`). Revision 1 of the models passed λ itself as Adam's
+    weight decay: 2·256/2 = 256× the paper's strength at batch 256, which shrank OPECI's
+    embeddings and projections every step (issue 13); records of that revision keep their label.
     """
 
     sampling: ClassVar[Literal["pointwise", "pairwise"]] = "pointwise"
@@ -142,6 +149,16 @@ class TorchModel(BaseModel):
         """Inference scores for pairs; higher is better. Default: the training forward."""
         return self.forward(users, items)
 
+    @classmethod
+    def revision_of(cls, config: Any) -> int:
+        """Revision 2 changed what ``reg`` means (see the class docstring); a config with
+        ``reg = 0`` trains exactly as in revision 1."""
+        return max(cls.revision, 2 if float(getattr(config, "reg", 0.0) or 0.0) != 0.0 else 1)
+
+    def weight_decay(self) -> float:
+        """The optimiser's coupled L2 decay equivalent to λ‖θ‖² on the batch's summed loss."""
+        return 2.0 * float(self.config.reg) / int(self.config.batch_size)
+
     # ------------------------------------------------------------------ the loop
     def optimizer(self) -> torch.optim.Optimizer:
         assert self.module is not None
@@ -151,7 +168,7 @@ class TorchModel(BaseModel):
         # dominates a batch of 256 (NCF on ml-100k: 0.64 → 0.12 ms of a 1.2 → 0.7 ms step).
         fused = self.device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
         return torch.optim.Adam(
-            params, lr=self.config.learning_rate, weight_decay=self.config.reg, fused=fused or None
+            params, lr=self.config.learning_rate, weight_decay=self.weight_decay(), fused=fused or None
         )
 
     def epoch_instances(self, train: TrainData, rng: np.random.Generator) -> EpochInstances:
@@ -248,6 +265,15 @@ class TorchModel(BaseModel):
             self.module.load_state_dict(state.best[2])
             ctx.history.append({"best_epoch": state.best[1], "best_validation": state.best[0]})
         self.invalidate_cache()
+        self.module.eval()
+
+    def init_module(self, train: TrainData, rng: np.random.Generator, device: str = "cpu") -> None:
+        """Build the untrained module as ``fit`` would (for diagnostics of a fresh model)."""
+        self.n_users, self.n_items = train.n_users, train.n_items
+        self.max_rating = train.max_rating
+        self.device = resolve_device(device)
+        self._setup(train, rng)
+        assert self.module is not None
         self.module.eval()
 
     def _setup(self, train: TrainData, rng: np.random.Generator) -> torch.optim.Optimizer:

@@ -126,6 +126,12 @@ class CorrelationAttention(nn.Module):
             return torch.bfloat16
         return None
 
+    def attention_weights(self, m: torch.Tensor) -> torch.Tensor:
+        """``softmax(Q_h K_hᵀ / √d_k)`` for a general ``M`` (``[B, d, d]``): ``[B, H, d, d]``,
+        each row a distribution over M's rows (slow, explicit: for diagnostics)."""
+        q, k, _ = self._heads(torch.sigmoid(m.float() @ self.w_qkv))
+        return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.d_k), dim=-1)
+
     # ------------------------------------------------------------------ the paths
     def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``O`` for ``M = h zᵀ``; ``h``, ``z``: ``[B, d]`` → ``[B, d, d]``."""

@@ -95,6 +95,15 @@ class BaseModel:
     name: ClassVar[str] = "base"
     Config: ClassVar[type]
     pair_batch: ClassVar[int] = 262_144
+    revision: ClassVar[int] = 1
+    """Bumped when a change alters how a model trains for the same config: from revision 2 on it
+    is part of the record key (records of older code are never reused as this code's) and a
+    record of another revision is labelled ``model[revision=N]`` in reports."""
+
+    @classmethod
+    def revision_of(cls, config: Any) -> int:
+        """The revision that applies to ``config`` (models may tie it to what a change touched)."""
+        return cls.revision
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()

@@ -119,6 +119,9 @@ class OPECIConfig:
     qkv_init_std: float | None = None
     precise_bn_batches: int = 50
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    embedding_init: Literal["normal", "xavier"] = "xavier"
+    embedding_std: float = 0.01  # σ of the "normal" init of user, item and opinion embeddings
+    block: Literal["paper", "residual"] = "paper"
 
 
 # ----------------------------------------------------------------------------- neighbourhoods
@@ -283,13 +286,18 @@ class OPECIModule(nn.Module):
         self.item_emb = nn.Embedding(train.n_items, d)
         self.opinion = nn.Embedding(len(train.rating_values), d)
         for e in (self.user_emb, self.item_emb, self.opinion):
-            nn.init.normal_(e.weight, std=1.0)
+            if cfg.embedding_init == "xavier":
+                nn.init.xavier_uniform_(e.weight)
+            else:
+                nn.init.normal_(e.weight, std=float(cfg.embedding_std))
         self.user_agg = Aggregator(d, cfg.attention_hidden, cfg.user_aggregation)
         self.item_agg = Aggregator(d, cfg.attention_hidden, cfg.item_aggregation)
         self.block = CorrelationAttention(
             d, cfg.n_heads, cfg.d_k, cfg.d_v, rank_one=cfg.rank_one, init_std=cfg.qkv_init_std
         )
         self.head = CorrelationHead(d, tuple(cfg.mlp_hidden))
+        # opeci-res: O = LayerNorm(M + MHSA(M)), normalised over each row of M (a token)
+        self.norm = nn.LayerNorm(d) if cfg.block == "residual" else None
         self.user_nbrs = Neighbourhoods(train.csr, train.rating_values)  # N(i): items, ratings
         self.item_nbrs = Neighbourhoods(train.csc.T.tocsr(), train.rating_values)  # C(j)
         if cfg.qkv_init_std is None:
@@ -392,15 +400,32 @@ class OPECIModule(nn.Module):
         except (AttributeError, RuntimeError):
             return False
 
+    def correlation(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``M``: ``h zᵀ`` (outer) or ``diag(h ⊙ z)`` (inner), ``[B, d, d]``."""
+        if self.cfg.interaction == "inner":
+            return torch.diag_embed(h * z)
+        return h.unsqueeze(2) * z.unsqueeze(1)
+
+    def attended(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The block's output, the MLP's input: ``O`` (the paper) or ``LayerNorm(M + O)``."""
+        o = self.block.forward_diagonal(h * z) if self.cfg.interaction == "inner" else self.block(h, z)
+        if self.norm is not None:
+            o = self.norm((self.correlation(h, z) + o).float())
+        return o
+
     def interact(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Logits for factor pairs ``[B, d]``."""
         low = self.training and self.low_precision(h.device)
         with torch.autocast(h.device.type, dtype=torch.bfloat16, enabled=low):
-            if self.cfg.interaction == "inner":
-                o = self.block.forward_diagonal(h * z)
-            else:
-                o = self.block(h, z)
-            return self.head(o).float()
+            return self.head(self.attended(h, z)).float()
+
+    def pair_inputs(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(h, z)`` per pair with full neighbourhoods (inference; for :mod:`recbench.diagnose`)."""
+        return self.user_factors(users), self.item_factors(items)
+
+    def attention_weights(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The block's attention over M's rows, ``[B, H, d, d]`` (for :mod:`recbench.diagnose`)."""
+        return self.block.attention_weights(self.correlation(h, z))
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         h, z = self.pair_factors(users, items)
@@ -415,6 +440,7 @@ class OPECI(TorchModel):
 
     name: ClassVar[str] = "opeci"
     Config: ClassVar[type] = OPECIConfig
+    revision: ClassVar[int] = 2  # the paper's L2 scale and small embedding init (issue 13)
     target: ClassVar[Literal["bce", "nce"]] = "nce"
     output: ClassVar[Literal["logit", "prob"]] = "logit"
     inference_batch: ClassVar[int] = 4096
@@ -528,6 +554,17 @@ class OPECIInner(OPECI):
     @dataclass(frozen=True)
     class Config(OPECIConfig):
         interaction: Literal["outer", "inner"] = "inner"
+
+
+class OPECIResidual(OPECI):
+    """``opeci-res``: the block as a Transformer layer, ``O = LayerNorm(M + MHSA(M))`` (see the
+    module docstring)."""
+
+    name: ClassVar[str] = "opeci-res"
+
+    @dataclass(frozen=True)
+    class Config(OPECIConfig):
+        block: Literal["paper", "residual"] = "residual"
 
 
 class OPECIMeanItem(OPECI):

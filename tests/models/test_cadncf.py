@@ -34,7 +34,7 @@ def test_defaults_and_structure() -> None:
         256,
     )
     assert CADNCF.target == "nce" and CADNCF.output == "logit"
-    mod = CADNCFModule(5, 7, CADNCFConfig(embedding_size=8, hidden=(16,)))
+    mod = CADNCFModule(5, 7, CADNCFConfig(embedding_size=8, hidden=(16,), gate="mhsa"))
     assert isinstance(mod.attention, CorrelationAttention) and mod.attention.n_heads == 1
     assert isinstance(mod.head, CorrelationHead)
     assert any(isinstance(x, torch.nn.BatchNorm1d) for x in mod.head.modules())
@@ -43,7 +43,7 @@ def test_defaults_and_structure() -> None:
 def test_forward_shape_and_outer_product_reference() -> None:
     """The model's output equals head(attention(M)) with M = p qᵀ built explicitly."""
     torch.manual_seed(0)
-    mod = CADNCFModule(5, 7, CADNCFConfig(embedding_size=8, hidden=(16,)))
+    mod = CADNCFModule(5, 7, CADNCFConfig(embedding_size=8, hidden=(16,), gate="mhsa", init_std=1.0))
     mod.eval()
     u, i = torch.tensor([0, 4, 4, 2]), torch.tensor([6, 0, 1, 1])
     with torch.no_grad():

@@ -1,0 +1,153 @@
+"""Issue 13: the paper's L2 scale, model revisions, the readings of OPECI's and CADNCF's
+attention (opeci-res, the CADNCF entry gate, outer-mlp) and the diagnostic that measures them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from baselines.cadncf import CADNCFConfig, CADNCFModule, EntryGate
+from recbench.cli import app
+from recbench.data.types import Split
+from recbench.diagnose import diagnose, participation_ratio
+from recbench.plan import resolve_config, run_grid
+from recbench.registry import get_model_class
+from recbench.report import model_label
+from recbench.results import Record
+from recbench.runner import RunOptions
+
+TINY_OPECI = {"embedding_size": 8, "d_k": 4, "d_v": 4, "mlp_hidden": "(16,)", "attention_hidden": 8, "epochs": 1}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():  # type: ignore[no-untyped-def]
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _model(name: str, **sets):  # type: ignore[no-untyped-def]
+    return get_model_class(name)(resolve_config(name, sets=sets))
+
+
+# ----------------------------------------------------------------------------- the L2 penalty
+
+
+def test_reg_is_the_papers_lambda_on_the_summed_loss(tiny_split: Split) -> None:
+    """λ‖θ‖² on the batch's summed loss = decay 2λ/B on its mean (checked by autograd)."""
+    m = _model("ncf", reg="0.001", batch_size="64", epochs="1")
+    m.init_module(tiny_split.train, np.random.default_rng(0))
+    assert m.weight_decay() == pytest.approx(2 * 0.001 / 64)
+    opt = m.optimizer()
+    assert opt.param_groups[0]["weight_decay"] == pytest.approx(2 * 0.001 / 64)
+    p = next(m.module.parameters())
+    lam, b = 0.001, 64
+    penalty_grad = torch.autograd.grad(lam * (p**2).sum() / b, p)[0]  # (λ‖θ‖²)/B: the mean's share
+    torch.testing.assert_close(penalty_grad, m.weight_decay() * p.detach())
+
+
+def test_revisions_separate_old_records(tiny_split: Split, tmp_path: Path) -> None:
+    ncf0 = resolve_config("ncf")
+    assert get_model_class("ncf").revision_of(ncf0) == 1  # reg = 0 trains as before
+    assert get_model_class("ncf").revision_of(resolve_config("ncf", sets={"reg": "0.01"})) == 2
+    assert get_model_class("opeci").revision_of(resolve_config("opeci")) == 2
+    recs = run_grid(["tiny"], ["itempop", "opeci"], RunOptions(out=tmp_path, overrides={"opeci": TINY_OPECI}),
+                    split_loader=lambda _n: tiny_split)
+    assert "revision" not in recs[0].data and recs[1]["revision"] == 2
+    old = json.loads(json.dumps(recs[1].data))
+    del old["revision"]  # a record of revision 1
+    assert model_label(Record(old)).startswith("opeci[") and "revision=1" in model_label(Record(old))
+    assert "revision" not in model_label(recs[1])
+
+
+# ----------------------------------------------------------------------------- the readings
+
+
+def test_entry_gate_is_a_reweighting_of_m() -> None:
+    torch.manual_seed(0)
+    gate = EntryGate(4, 8)
+    m = torch.randn(3, 4, 4)
+    a = gate.weights(m)
+    torch.testing.assert_close(a.sum((1, 2)), torch.ones(3))
+    with torch.no_grad():
+        gate.w.zero_()  # uniform weights: O = d² · (1/d²) · M = M
+    torch.testing.assert_close(gate(m), m)
+
+
+def test_outer_mlp_and_gate_feed_the_mlp_with_m() -> None:
+    torch.manual_seed(0)
+    u, i = torch.tensor([0, 3, 2]), torch.tensor([1, 1, 4])
+    floor = CADNCFModule(4, 5, CADNCFConfig(embedding_size=6, hidden=(8,), gate="none")).eval()
+    with torch.no_grad():
+        m = floor.user(u).unsqueeze(2) * floor.item(i).unsqueeze(1)
+        torch.testing.assert_close(floor(u, i), floor.head(m))
+    gated = CADNCFModule(4, 5, CADNCFConfig(embedding_size=6, hidden=(8,))).eval()
+    with torch.no_grad():
+        m = gated.user(u).unsqueeze(2) * gated.item(i).unsqueeze(1)
+        ref = gated.head(36 * gated.attention.weights(m) * m)
+        torch.testing.assert_close(gated(u, i), ref)
+
+
+def test_opeci_res_is_layernorm_of_m_plus_the_block(tiny_split: Split) -> None:
+    m = _model("opeci-res", **TINY_OPECI)
+    m.init_module(tiny_split.train, np.random.default_rng(0))
+    mod = m.module
+    u, i = torch.tensor([0, 5, 7]), torch.tensor([2, 2, 9])
+    with torch.no_grad():
+        h, z = mod.pair_inputs(u, i)
+        mm = h.unsqueeze(2) * z.unsqueeze(1)
+        ref = torch.nn.functional.layer_norm(mm + mod.block.forward_matrix(mm), (8,), mod.norm.weight, mod.norm.bias)
+        torch.testing.assert_close(mod.attended(h, z), ref, rtol=1e-4, atol=1e-5)
+    assert _model("opeci").module is None and resolve_config("opeci").block == "paper"
+
+
+@pytest.mark.parametrize("name", ["opeci-res", "cadncf", "outer-mlp"])
+def test_readings_learn_above_chance(name: str, small_split: Split) -> None:
+    sets = {**TINY_OPECI, "epochs": 2} if name.startswith("opeci") else {"embedding_size": 16, "epochs": 3}
+    (rec,) = run_grid([small_split.dataset], [name], RunOptions(out=Path("/tmp") / f"readings-{name}", force=True,
+                      checkpoint=False, overrides={name: sets}), split_loader=lambda _n: small_split)
+    assert rec.status == "ok" and rec["metrics"]["sampled"]["hr@10"] > 0.2, rec.data.get("error") or rec["metrics"]
+
+
+# ----------------------------------------------------------------------------- the diagnostic
+
+
+def test_participation_ratio_by_hand() -> None:
+    rng = np.random.default_rng(0)
+    line = np.outer(rng.normal(size=200), rng.normal(size=10))  # one direction
+    assert participation_ratio(line)[0] == pytest.approx(1.0)
+    iso = rng.normal(size=(5000, 4))  # four equal directions
+    assert participation_ratio(iso)[0] == pytest.approx(4.0, rel=0.05)
+    # eigenvalues 1 and 1/2 (variances 1, 1/4? no: scale by √½): PR = (1.5)² / 1.25 = 1.8
+    two = np.stack([rng.normal(size=20000), np.sqrt(0.5) * rng.normal(size=20000)], 1)
+    assert participation_ratio(two)[0] == pytest.approx(1.8, rel=0.03)
+
+
+def test_diagnose_tells_flow_from_collapse(tiny_split: Split) -> None:
+    """An MLP on flatten(p qᵀ): user information spreads over many directions; a uniform
+    self-attention block over the rank-one M: about one direction, entropy ≈ 1."""
+    flows = _model("outer-mlp", embedding_size="8", hidden="(16,)")
+    flows.init_module(tiny_split.train, np.random.default_rng(0))
+    d = diagnose(flows, n_items=4)
+    assert d.participation_ratio > 3 and d.attention_entropy is None
+    collapsed = _model("cadncf-mhsa", embedding_size="8", hidden="(16,)")
+    collapsed.init_module(tiny_split.train, np.random.default_rng(0))
+    c = diagnose(collapsed, n_items=4)
+    assert c.participation_ratio < 1.3 and c.attention_entropy > 0.99 and c.top_direction_share > 0.85
+    assert c.permutation_ratio < d.permutation_ratio
+
+
+def test_diagnose_command(tmp_path: Path) -> None:
+    out = tmp_path / "d.json"
+    r = CliRunner().invoke(app, ["diagnose", "outer-mlp", "--set", "outer-mlp.embedding_size=8", "--items", "2", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert doc["model"] == "outer-mlp" and doc["participation_ratio"] > 1 and doc["epochs"] == 0
+    bad = CliRunner().invoke(app, ["diagnose", "ncf"])
+    assert bad.exit_code == 2 and "correlation-attention" in bad.output

@@ -426,6 +426,7 @@ def tune_cmd(
     threads: Annotated[int, typer.Option(help="torch intra-op threads on CPU (0: torch's default, one per core). 1 by default: with small batches, more threads wait on each other on a busy machine (results/bench/README.md).")] = 1,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help=JOBS_HELP)] = 1,
     checkpoint: Annotated[bool, typer.Option("--checkpoint/--no-checkpoint", help="Checkpoint torch fits after each epoch; a rerun resumes from the last one.")] = True,
+    early_stopping: Annotated[int, typer.Option(help="Patience in epochs on the validation metric inside each trial (0: off); the trial scores its best epoch.")] = 0,
 ) -> None:
     """Search hyperparameters on the validation split; keep the best config per dataset and model.
 
@@ -448,10 +449,10 @@ def tune_cmd(
             seeds=_parse_seeds(seeds), trials=trials, search_seed=search_seed,
             fixed=parse_overrides(set_ or []), grid=parse_grid(grid or []), out=out,
             split_seed=split_seed, device=device, force=force, data_dir=data_dir,
-            jobs=jobs, threads=threads, checkpoint=checkpoint,
+            jobs=jobs, threads=threads, checkpoint=checkpoint, early_stopping=early_stopping,
         )
-        if jobs < 1:
-            raise ConfigError(f"--jobs {jobs}: must be ≥ 1")
+        if jobs < 1 or early_stopping < 0:
+            raise ConfigError(f"--jobs {jobs} / --early-stopping {early_stopping}: must be ≥ 1 / ≥ 0")
         for m in [*opts.fixed, *opts.grid]:
             if m not in names:
                 raise ConfigError(f"--set/--grid names model {m!r}, which is not in --model ({', '.join(names)})")

@@ -142,6 +142,7 @@ class TuneOptions:
     data_dir: Path | None = None
     metric: str | None = None  # None: the data file's metric
     jobs: int = 1  # trials (cells) at a time, in worker processes
+    early_stopping: int = 0  # patience (epochs) on the validation metric inside each trial; 0: off
     threads: int = 1  # torch threads per worker
     checkpoint: bool = True
 
@@ -184,7 +185,12 @@ def tune(
     if split is not None and split.validation is None:
         raise ConfigError(f"{dataset}: tuning needs a split with a validation item (validation=True)")
     configs = [resolve_config(model, sets={**fixed, **params}) for params in trials]
-    cells = [Cell(spec, model, cfg, seed, ("sampled",), tags=dict(TUNE_TAG)) for cfg in configs for seed in opts.seeds]
+    cells = [
+        Cell(spec, model, cfg, seed, ("sampled",), early_stopping=opts.early_stopping if hasattr(cfg, "epochs") else 0,
+             tags=dict(TUNE_TAG))
+        for cfg in configs
+        for seed in opts.seeds
+    ]
     recs = execute(cells, run_opts, reporter, (lambda _name: split) if split is not None else None)
     fingerprint = str(recs[0]["split"]) if recs else ""
     results = []

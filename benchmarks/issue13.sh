@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The long runs of issue 13 (tuning on validation, then converged runs), as two queues that each
+# use one core. Every step is resumable: tuning trials and runs are result records (finished ones
+# are skipped), and a fit killed half way resumes from its last per-epoch checkpoint. Run again
+# in a later session to go on where it stopped:
+#
+#   nohup bash benchmarks/issue13.sh opeci > runs/issue13-opeci.log 2>&1 &
+#   nohup bash benchmarks/issue13.sh rest  > runs/issue13-rest.log 2>&1 &
+#
+# Reductions (stated in results/README.md beside the numbers): tuning trials are capped at 5
+# epochs for the OPECI and CADNCF families and 10 for DMF (each model's default otherwise), with
+# early stopping (patience 2) on the validation item inside each trial; every model gets the same
+# number of trials (search_spaces.toml). Converged runs: the tuned config, early stopping with
+# patience 3 on validation NDCG@10, a cap of 30 epochs, 3 seeds, both protocols.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+queue=${1:?usage: issue13.sh opeci|rest}
+OUT=${OUT:-results}
+DATASETS=${DATASETS:-filmtrust ml-100k}
+common=(--out "$OUT" --threads 1)
+
+tune() {  # dataset model epochs-cap
+  local extra=()
+  [ -n "$3" ] && extra=(--set "$2.epochs=$3")
+  recbench tune --dataset "$1" --model "$2" "${extra[@]}" --early-stopping 2 "${common[@]}"
+}
+
+converge() {  # dataset models...
+  local ds=$1; shift
+  local sets=()
+  for m in "$@"; do sets+=(--set "$m.epochs=30"); done
+  recbench run --tuned --dataset "$ds" --models "$(IFS=,; echo "$*")" "${sets[@]}" --validation \
+    --early-stopping 3 --seeds 0,1,2 --protocol both "${common[@]}"
+}
+
+case "$queue" in
+  opeci)
+    for ds in $DATASETS; do
+      tune "$ds" opeci 5
+      tune "$ds" opeci-res 5
+    done
+    for ds in $DATASETS; do converge "$ds" opeci opeci-res; done
+    ;;
+  rest)
+    for ds in $DATASETS; do
+      tune "$ds" cadncf 5
+      tune "$ds" outer-mlp 5
+      tune "$ds" ncf ""
+      tune "$ds" cml ""
+      tune "$ds" bpr ""
+      tune "$ds" dmf 10
+    done
+    for ds in $DATASETS; do converge "$ds" cadncf outer-mlp ncf; done
+    ;;
+  *) echo "unknown queue $queue (opeci or rest)" >&2; exit 2 ;;
+esac

@@ -17,7 +17,7 @@ def _hash_arrays(*arrays: np.ndarray | None) -> str:
         if a is None:
             h.update(b"<none>")
             continue
-        a = np.ascontiguousarray(a)
+        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))  # the same bytes on any machine
         h.update(str(a.dtype).encode())
         h.update(str(a.shape).encode())
         h.update(a.tobytes())

@@ -131,3 +131,33 @@ def test_split_with_no_evaluable_user_is_an_error(tiny, monkeypatch: pytest.Monk
     assert len(data) == 2
     with pytest.raises(DatasetError, match="no user of tiny has at least 2 interactions"):
         load_split("tiny")
+
+
+class _CoarseKeys:
+    """An rng whose keys take only 8 values, so that most candidates tie."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def random(self, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
+        return (np.floor(self.rng.random(shape) * 8) / 8).astype(dtype)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_candidates_break_ties_by_item_id_like_a_slow_reference(seed: int) -> None:
+    """Equal keys are ordered by item id: the same lists on every machine, whatever order the
+    platform's sort gives equal keys (the fingerprint of a split must not depend on it)."""
+    from recbench.data.split import sample_negatives
+
+    rng = np.random.default_rng(seed)
+    n_users, n_items, n_neg = 30, 40, 12
+    users = rng.integers(0, n_users, 200)
+    items = rng.integers(0, n_items, 200)
+    ask = np.arange(n_users)
+    got = sample_negatives(users, items, n_items, ask, n_neg, _CoarseKeys(seed))
+    keys = _CoarseKeys(seed).random((n_users, n_items), dtype=np.float32)
+    seen = {(int(u), int(i)) for u, i in zip(users, items, strict=True)}
+    for u in range(n_users):
+        free = [i for i in range(n_items) if (u, i) not in seen]
+        want = sorted(free, key=lambda i, u=u: (keys[u, i], i))[:n_neg]
+        assert list(got[u]) == want

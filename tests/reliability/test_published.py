@@ -1,0 +1,88 @@
+"""The published results rebuild from a fresh machine: the splits of ml-100k and FilmTrust rebuilt
+from the local copies of the data sets carry the fingerprints of every committed record, and a
+committed BPR and NCF record rerun with ``recbench run --from-record`` on a fresh cache give the
+record's per-user ranks (NCF's exactly where the CPU model is the record's: float kernels differ
+between CPU models)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recbench.results import iter_records, read_record
+from recbench.runner import hardware
+
+from ._procs import child_env, recbench
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(300)
+
+
+def shared_data() -> Path | None:
+    """The local copies of the data sets: $RECBENCH_SHARED_DATA, else ../shared/data beside the
+    checkout (or beside /work/main, where the project's machines keep them)."""
+    env = os.environ.get("RECBENCH_SHARED_DATA")
+    for p in [Path(env)] if env else [REPO.parent / "shared" / "data", Path("/work/shared/data")]:
+        if (p / "ml-100k" / "u.data").exists() and (p / "filmtrust").exists():
+            return p
+    return None
+
+
+DATA = shared_data()
+needs_data = pytest.mark.skipif(DATA is None, reason="the shared data sets (../shared/data or $RECBENCH_SHARED_DATA) are absent here; they cannot be redistributed with the project")
+
+
+@pytest.fixture(scope="module")
+def fresh_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    assert DATA is not None
+    env = child_env(RECBENCH_HOME=str(tmp_path_factory.mktemp("fresh-home")))
+    for ds in ("ml-100k", "filmtrust"):
+        r = recbench(["fetch", ds, "--from", str(DATA / ds)], env=env)
+        assert r.returncode == 0, r.stderr
+    return env
+
+
+def _published(dataset: str, model: str | None = None) -> list:
+    return [r for r in iter_records(REPO / "results", with_ranks=False) if r["dataset"] == dataset and model in (None, r["model"])]
+
+
+@needs_data
+@pytest.mark.parametrize("dataset", ["ml-100k", "filmtrust"])
+def test_fresh_splits_carry_the_published_fingerprints(
+    dataset: str, fresh_home: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recbench.data import load_split
+
+    recs = _published(dataset)
+    assert recs, f"no published {dataset} records"
+    want = {(r["split_info"]["seed"], r["split_info"]["validation"], r["split_info"]["n_negatives"]): r["split"] for r in recs}
+    monkeypatch.setenv("RECBENCH_HOME", fresh_home["RECBENCH_HOME"])
+    for (seed, validation, n_neg), fp in want.items():
+        assert load_split(dataset, seed=seed, validation=validation, n_negatives=n_neg).fingerprint == fp
+    assert all(want[(r["split_info"]["seed"], r["split_info"]["validation"], r["split_info"]["n_negatives"])] == r["split"] for r in recs)
+
+
+@needs_data
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["bpr", "ncf"])
+def test_from_record_reproduces_a_published_record(model: str, fresh_home: dict[str, str], tmp_path: Path) -> None:
+    (path,) = [r.path for r in _published("ml-100k", model) if r["seed"] == 0 and not r.data.get("tags")]
+    old = read_record(path)
+    r = recbench(["run", "--from-record", str(path), "--out", str(tmp_path)], env=fresh_home, timeout=280)
+    assert r.returncode == 0, r.stderr
+    (new,) = list(iter_records(tmp_path))
+    assert new["key"] == old["key"] and new["split"] == old["split"]
+    same_cpu = old["hardware"]["cpu"] == hardware()["cpu"]
+    if model == "bpr" or same_cpu:  # implicit's BPR is exact on any CPU; torch fits on the same CPU model
+        for k in old.ranks:
+            assert np.array_equal(new.ranks[k], old.ranks[k]), k
+        assert "identical metrics to the record" in r.stderr
+    else:  # another CPU model: other float kernels, the same data and candidates
+        for proto in old["metrics"]:
+            for metric, v in old["metrics"][proto].items():
+                assert abs(new["metrics"][proto][metric] - v) < 0.02, (proto, metric, v, new["metrics"][proto][metric])
+        print(json.dumps({"record_cpu": old["hardware"]["cpu"], "this_cpu": hardware()["cpu"]}))

@@ -49,13 +49,20 @@ def _build_report(results: Path, metrics: list[str], paper: bool, **kwargs):
     return rep
 
 
-def _parse_seeds(value: str) -> tuple[int, ...]:
+def _parse_seeds(value: str, option: str = "--seeds") -> tuple[int, ...]:
+    parts = [v.strip() for v in value.split(",")]
+    if any(not p for p in parts) and any(parts):
+        raise ConfigError(f"{option} {value!r}: an empty entry; expected comma-separated integers, e.g. 0,1,2")
     try:
         seeds = tuple(int(s) for s in _csv(value))
     except ValueError:
-        raise ConfigError(f"--seeds {value!r}: expected comma-separated integers, e.g. 0,1,2") from None
+        raise ConfigError(f"{option} {value!r}: expected comma-separated integers, e.g. 0,1,2") from None
     if not seeds:
-        raise ConfigError(f"--seeds {value!r}: no seed given; e.g. --seeds 0,1,2")
+        raise ConfigError(f"{option} {value!r}: no seed given; e.g. {option} 0,1,2")
+    if any(s < 0 for s in seeds):
+        raise ConfigError(f"{option} {value!r}: seeds must be ≥ 0")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{option} {value!r}: a seed given twice")
     return seeds
 
 
@@ -123,6 +130,7 @@ def run(
     eval_every: Annotated[int, typer.Option(help="Evaluate (sampled, test) every N epochs and keep the curve.")] = 0,
     early_stopping: Annotated[int, typer.Option(help="Patience in epochs on validation NDCG@10 (0: off).")] = 0,
     split_seed: Annotated[int, typer.Option(help="Seed of the split's candidate sampling.")] = 0,
+    split_seeds: Annotated[str | None, typer.Option(help="Several splits: comma-separated split seeds; every cell runs on each (the report shows each split, or pools them with --pool-split-seeds).")] = None,
     from_record: Annotated[Path | None, typer.Option(help="Rerun exactly the cell a record describes.")] = None,
     tuned: Annotated[bool, typer.Option("--tuned", help="Apply the best configs stored by `recbench tune` under OUT/tuned/ (per dataset and model; --set wins).")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
@@ -180,6 +188,7 @@ def run(
                 force=force,
                 validation=validation,
                 split_seed=split_seed,
+                split_seeds=_parse_seeds(split_seeds, "--split-seeds") if split_seeds is not None else (),
                 eval_every=eval_every,
                 early_stopping=early_stopping,
                 tuned=out if tuned else None,
@@ -242,6 +251,7 @@ def report(
     test: Annotated[str, typer.Option(help="Paired test over users: wilcoxon or bootstrap.")] = "wilcoxon",
     alpha: Annotated[float, typer.Option(help="Significance level after Holm's correction.")] = 0.05,
     experiment: Annotated[str | None, typer.Option(help="Report one experiment's records (see `recbench experiment`).")] = None,
+    pool_split_seeds: Annotated[bool, typer.Option("--pool-split-seeds", help="Pool the records of several split seeds into one cell per model (spread decomposed into between- and within-split).")] = False,
 ) -> None:
     """A Table-2-style table with statistics, from the result records.
 
@@ -260,7 +270,8 @@ def report(
     if not 0 < alpha < 1:
         raise fail(f"--alpha {alpha}: expected a level between 0 and 1, e.g. 0.05")
     try:
-        rep = _build_report(results, metrics, paper, reference=reference, test=test, alpha=alpha, experiment=experiment)
+        rep = _build_report(results, metrics, paper, reference=reference, test=test, alpha=alpha, experiment=experiment,
+                            pool_split_seeds=pool_split_seeds)
     except ValueError as e:
         raise fail(str(e)) from None
     if experiment is not None and rep.summary.empty and not rep.failed:

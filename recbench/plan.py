@@ -139,18 +139,22 @@ def validate_overrides(models: Sequence[str], overrides: Mapping[str, Mapping[st
 
 
 def plan_run(datasets: Sequence[str], models: Sequence[str], opts: RunOptions) -> list[Cell]:
-    """The cells of ``recbench run``: dataset × model × seed, in that order, each config
+    """The cells of ``recbench run``: dataset × split seed × model × seed, in that order, each config
     resolved (with ``--tuned``: per data set) and checked before anything runs."""
     validate_overrides(models, opts.overrides)
     cells = []
     for ds in datasets:
-        split = SplitSpec(ds, opts.split_seed, opts.validation, opts.n_negatives)
+        configs = {}
         for m in models:
             tuned = tuned_values(opts.tuned, ds, m) if opts.tuned is not None else None
-            config = resolve_config(m, tuned=tuned, sets=opts.overrides.get(m))
             tags = {**opts.tags, "tuned": True} if tuned else dict(opts.tags)  # only where applied
-            for seed in opts.seeds:
-                cells.append(Cell(split, m, config, seed, opts.protocols, opts.eval_every, opts.early_stopping, tags))
+            configs[m] = (resolve_config(m, tuned=tuned, sets=opts.overrides.get(m)), tags)
+        for split_seed in opts.split_seeds or (opts.split_seed,):
+            split = SplitSpec(ds, split_seed, opts.validation, opts.n_negatives)
+            for m in models:
+                config, tags = configs[m]
+                for seed in opts.seeds:
+                    cells.append(Cell(split, m, config, seed, opts.protocols, opts.eval_every, opts.early_stopping, tags))
     return cells
 
 

@@ -143,6 +143,8 @@ def per_seed_frame(records: Iterable[Record], metrics: list[str], label: Label =
                 rows.append(
                     {
                         "dataset": rec["dataset"],
+                        "paper_dataset": rec.data.get("paper_dataset", rec["dataset"]),
+                        "split": rec.data.get("split"),
                         "protocol": proto,
                         "metric": metric,
                         "model": lab,
@@ -153,12 +155,14 @@ def per_seed_frame(records: Iterable[Record], metrics: list[str], label: Label =
                     }
                 )
     return pd.DataFrame(
-        rows, columns=["dataset", "protocol", "metric", "model", "base_model", "seed", "value", "comparable"]
+        rows,
+        columns=["dataset", "paper_dataset", "split", "protocol", "metric", "model", "base_model", "seed", "value", "comparable"],
     )
 
 
 SUMMARY_COLUMNS = [
     "dataset", "protocol", "metric", "model", "base_model", "n_seeds", "mean", "std", "ci95_low", "ci95_high",
+    "n_splits", "std_between_splits", "std_within_split",
 ]
 
 
@@ -173,18 +177,20 @@ def summary_frame(
     rows = []
     for key, g in df.groupby(["dataset", "protocol", "metric", "model", "base_model"], sort=False):
         mean, std, lo, hi = S.mean_ci(g["value"].to_numpy())
-        rows.append([*key, int(g["value"].notna().sum()), mean, std, lo, hi, bool(g["comparable"].all())])
-    out = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, "comparable"])
+        between, within = S.split_variance(g["split"].to_numpy(), g["value"].to_numpy())
+        rows.append([*key, int(g["value"].notna().sum()), mean, std, lo, hi, int(g["split"].nunique()), between, within,
+                     bool(g["comparable"].all()), g["paper_dataset"].iloc[0]])
+    out = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, "comparable", "paper_dataset"])
     if paper:
-        p = paper_table2().rename(columns={"model": "base_model"})
+        p = paper_table2().rename(columns={"model": "base_model", "dataset": "paper_dataset"})
         p["protocol"] = "sampled"
-        out = out.merge(p, on=["dataset", "protocol", "metric", "base_model"], how="left")
+        out = out.merge(p, on=["paper_dataset", "protocol", "metric", "base_model"], how="left")
         out.loc[~out["comparable"], "paper"] = np.nan
         out["delta"] = out["mean"] - out["paper"]
     else:
         out["paper"] = np.nan
         out["delta"] = np.nan
-    out = out.drop(columns="comparable")
+    out = out.drop(columns=["comparable", "paper_dataset"])
     out["best"] = False
     out["second"] = False
     for _, g in out.groupby(["dataset", "protocol", "metric"], sort=False):
@@ -256,28 +262,18 @@ def significance_frame(
             role = f"test/{proto}"
             for metric in metrics:
                 family = []
-                try:
-                    fp_ref, u_ref, v_ref = S.user_values(ref_recs, metric, role)
-                except S.PairingError as e:
-                    fp_ref, note_ref = None, f"reference: {e}"
                 for lab in others:
                     recs = [r for r in groups[(ds, lab)] if proto in r.data.get("protocols", [])]
                     if not recs:
                         continue
                     row = {"dataset": ds, "protocol": proto, "metric": metric, "model": lab, "reference": reference,
                            "n_users": 0, "mean_diff": np.nan, "p_value": np.nan, "test_note": ""}
-                    if fp_ref is None:
-                        row["test_note"] = note_ref
-                    else:
-                        try:
-                            fp, u, v = S.user_values(recs, metric, role)
-                            if fp != fp_ref:
-                                raise S.PairingError(f"split {str(fp)[:8]} differs from the reference's {str(fp_ref)[:8]}")
-                            _, a, b = S.align(u_ref, v_ref, u, v)
-                            res = S.paired_test(a, b, test)
-                            row.update(n_users=res.n_users, mean_diff=res.mean_diff, p_value=res.p_value)
-                        except S.PairingError as e:
-                            row["test_note"] = str(e)
+                    try:
+                        a, b = S.paired_values(ref_recs, recs, metric, role)
+                        res = S.paired_test(a, b, test)
+                        row.update(n_users=res.n_users, mean_diff=res.mean_diff, p_value=res.p_value)
+                    except S.PairingError as e:
+                        row["test_note"] = str(e)
                     family.append(row)
                 adj = S.holm([r["p_value"] for r in family])
                 for r, p in zip(family, adj, strict=True):
@@ -403,6 +399,62 @@ class Report:
         return agreement_warnings(self.agreement)
 
 
+def _split_spec(rec: Record) -> tuple[int, bool, int]:
+    si = rec.data.get("split_info") or {}
+    return int(si.get("seed", 0)), bool(si.get("validation", False)), int(si.get("n_negatives", 99))
+
+
+def pool_records(records: list[Record], label: Label = record_label, pool_split_seeds: bool = False) -> tuple[list[Record], list[str]]:
+    """The records a report pools, and notes naming what it left out.
+
+    A report cell pools only records of one experiment: one data set, one split (fingerprint),
+    one configuration (label), distinct model seeds. Of several records of one model seed (a
+    rerun with other options, a copy of a results folder), the newest is counted and the others
+    are named in a note. A data set evaluated on several splits is shown once per split
+    (``ml-100k · split 1``; ``· validation`` for a split with a validation item, ``· N
+    negatives`` for other candidate counts), unless ``pool_split_seeds``: then the split seeds of
+    one kind of split form one cell (``ml-100k · splits 0,1,2``) whose spread is decomposed into
+    the spread between splits and within a split (over model seeds), and paired tests pair users
+    within each split."""
+    newest: dict[tuple[Any, ...], Record] = {}
+    notes = []
+    for r in records:
+        if r.status != "ok":
+            continue
+        k = (r["dataset"], r.data.get("split"), label(r), r["seed"])
+        if k in newest:
+            old, new = sorted([newest[k], r], key=lambda x: str(x.data.get("created", "")))
+            notes.append(
+                f"{r['dataset']}, {label(r)}, seed {r['seed']}: two records of one seed on one split; the newest "
+                f"({new.data.get('created', '?')}) is counted, {old.path.name if old.path else 'the other'} is not."
+            )
+            newest[k] = new
+        else:
+            newest[k] = r
+    kept = {id(r) for r in newest.values()}
+    specs: dict[str, set[tuple[int, bool, int]]] = {}
+    for r in records:
+        if id(r) in kept or r.status != "ok":
+            specs.setdefault(r["dataset"], set()).add(_split_spec(r))
+    out = []
+    for r in records:
+        if r.status == "ok" and id(r) not in kept:
+            continue
+        ds = r["dataset"]
+        if len(specs.get(ds, ())) <= 1:
+            out.append(r)
+            continue
+        seed, val, neg = _split_spec(r)
+        kind = sorted(s[0] for s in specs[ds] if s[1:] == (val, neg))
+        extra = (" · validation" if val else "") + ("" if neg == 99 else f" · {neg} negatives")
+        name = f"{ds} · splits {','.join(map(str, kind))}{extra}" if pool_split_seeds and len(kind) > 1 else f"{ds} · split {seed}{extra}"
+        out.append(Record(data={**r.data, "dataset": name, "paper_dataset": ds}, users=r.users, ranks=r.ranks, path=r.path))
+    if pool_split_seeds and any(len({s[0] for s in v}) > 1 for v in specs.values()):
+        notes.append("Split seeds pooled (--pool-split-seeds): mean and std over every (split, model seed) run; "
+                     "the std is decomposed into between-split and within-split (model seed) parts; users are paired within a split.")
+    return out, notes
+
+
 def build_report(
     results: Path | None,
     metrics: list[str],
@@ -414,12 +466,14 @@ def build_report(
     experiment: str | None = None,
     records: list[Record] | None = None,
     label: Label = record_label,
+    pool_split_seeds: bool = False,
 ) -> Report:
     """The report of the records under ``results`` (or of ``records`` as given)."""
     if test not in S.TESTS:
         raise ValueError(f"unknown test {test!r}; valid: {', '.join(S.TESTS)}")
     if records is None:
         records = select_records(iter_records(results) if results is not None else [], experiment)
+    records, pool_notes = pool_records(list(records), label, pool_split_seeds)
     summary = summary_frame(records, metrics, paper, label)
     ok_labels = [label(r) for r in records if r.status == "ok"]
     ref = resolve_reference(ok_labels, reference)
@@ -440,7 +494,7 @@ def build_report(
     else:
         summary["kendall_tau_sampled_full"] = np.nan
     protocols = [p for p in ("sampled", "full") if p in set(summary["protocol"])]
-    notes = []
+    notes = list(pool_notes)
     if ref is None and len(set(ok_labels)) > 1:
         several = sorted({lab for lab in ok_labels if label_model(lab) == "opeci"})
         notes.append(
@@ -549,6 +603,12 @@ def stats_table(rep: Report, proto: str) -> pd.DataFrame:
             "p": "—" if pd.isna(r["p_value"]) else f"{r['p_value']:.2g}",
             "p (Holm)": "—" if pd.isna(r["p_holm"]) else f"{r['p_holm']:.2g}" + (f" {MARK}" if r["significant"] else ""),
         })
+        if (sub["n_splits"] > 1).any():  # split seeds pooled: the spread decomposed
+            rows[-1].update({
+                "Splits": int(r["n_splits"]),
+                "Std between splits": "—" if np.isnan(r["std_between_splits"]) else f"{r['std_between_splits']:.4f}",
+                "Std within a split": "—" if np.isnan(r["std_within_split"]) else f"{r['std_within_split']:.4f}",
+            })
     df = pd.DataFrame(rows)
     if not df.empty:
         ds_order = {d: i for i, d in enumerate(dict.fromkeys(df["Dataset"]))}

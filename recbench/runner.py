@@ -63,6 +63,7 @@ class RunOptions:
     device: str = "cpu"
     validation: bool = False
     split_seed: int = 0
+    split_seeds: tuple[int, ...] = ()  # several splits (``--split-seeds``); empty: (split_seed,)
     n_negatives: int = 99
     eval_every: int = 0
     early_stopping: int = 0
@@ -89,6 +90,8 @@ class RunOptions:
             value = getattr(self, name)
             if value < low:
                 raise ConfigError(f"--{name.replace('_', '-')} {value}: must be ≥ {low}")
+        if any(s < 0 for s in self.split_seeds):
+            raise ConfigError(f"--split-seeds {','.join(map(str, self.split_seeds))}: seeds must be ≥ 0")
         if any(s < 0 for s in self.seeds):
             raise ConfigError(f"--seeds {','.join(map(str, self.seeds))}: seeds must be ≥ 0")
         if any(k < 1 for k in self.ks):

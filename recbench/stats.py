@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats as sps
@@ -199,6 +200,44 @@ def user_values(records: Sequence[Record], metric: str, role: str) -> tuple[str,
         pos = order[np.searchsorted(u, common, sorter=order)]
         total += v[pos]
     return next(iter(splits)), common, total / len(per_seed)
+
+
+def split_variance(splits: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """``(std between splits, std within a split)`` of runs on several splits: the std of the
+    per-split means, and the root of the mean per-split variance over model seeds (ddof 1).
+    NaN where it cannot be estimated (one split; no split with two seeds)."""
+    groups: dict[Any, list[float]] = {}
+    for sp, v in zip(splits, values, strict=True):
+        if not np.isnan(v):
+            groups.setdefault(sp, []).append(float(v))
+    if len(groups) < 2:
+        return float("nan"), float("nan")
+    means = [np.mean(g) for g in groups.values()]
+    within = [np.var(g, ddof=1) for g in groups.values() if len(g) > 1]
+    return float(np.std(means, ddof=1)), float(np.sqrt(np.mean(within))) if within else float("nan")
+
+
+def paired_values(a: Sequence[Record], b: Sequence[Record], metric: str, role: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user values of two models paired *within* each split they share: users of split 1
+    with themselves on split 1, and so on, concatenated (records of several split seeds pooled
+    on purpose). :class:`PairingError` when they share no split."""
+    by_split: dict[str, tuple[list[Record], list[Record]]] = {}
+    for side, recs in ((0, a), (1, b)):
+        for r in recs:
+            by_split.setdefault(str(r.data.get("split")), ([], []))[side].append(r)
+    shared = [fp for fp, (x, y) in by_split.items() if x and y]
+    if not shared:
+        fa = sorted({str(r.data.get("split"))[:8] for r in a})
+        fb = sorted({str(r.data.get("split"))[:8] for r in b})
+        raise PairingError(f"split {', '.join(fb)} differs from the reference's {', '.join(fa)}")
+    va, vb = [], []
+    for fp in sorted(shared):
+        _, ua, xa = user_values(by_split[fp][0], metric, role)
+        _, ub, xb = user_values(by_split[fp][1], metric, role)
+        _, pa, pb = align(ua, xa, ub, xb)
+        va.append(pa)
+        vb.append(pb)
+    return np.concatenate(va), np.concatenate(vb)
 
 
 def align(u1: np.ndarray, v1: np.ndarray, u2: np.ndarray, v2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -50,6 +50,7 @@ def make_records(dataset: str = "ml-100k", split: str = "fp1", tags: dict | None
                 "status": "ok", "dataset": dataset, "model": m, "seed": seed,
                 "config": config_to_dict(MODELS[m].Config()), "metrics": {}, "protocols": ["full", "sampled"],
                 "split": split, "tags": tags or {},
+                "revision": MODELS[m].revision_of(MODELS[m].Config()),  # records of today's code
             }
             recs.append(Record(data=data, users=USERS[perm], ranks=ranks))
     return recs

@@ -556,7 +556,12 @@ def _seeds_note(summary: pd.DataFrame) -> str:
     if n.empty:
         return ""
     lo, hi = int(n.min()), int(n.max())
-    return f"{lo} seed{'s' if lo != 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
+    text = f"{lo} seed{'s' if lo != 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
+    if "n_splits" in summary and (summary["n_splits"] > 1).any():
+        k = summary["n_splits"]
+        splits = f"{int(k.min())}" if k.min() == k.max() else f"{int(k.min())}–{int(k.max())}"
+        text = text.replace("seed", "run") + f" ({splits} split seeds × model seeds)"
+    return text
 
 
 def _n_comparisons(rep: Report, proto: str) -> str:

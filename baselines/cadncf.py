@@ -10,12 +10,15 @@ module "extracts the useful information from the correlation matrix and eliminat
 before the MLP. Readings, one class (``gate``), each a registered name:
 
 - ``cadncf`` (``gate = "attention"``, the default): an AFM-style attention **gate on M's
-  entries** (Xiao et al., AFM, IJCAI 2017, scores each pairwise interaction with a small shared
-  network and reweights it). Entry ``m_rs`` gets the score ``s_rs = wᵀ ReLU(a m_rs + e_rs + c)``
-  (``a, c, w ∈ R^t`` shared, ``e_rs ∈ R^t`` a learned position embedding of entry (r, s), t =
-  ``gate_hidden``), ``A = softmax over the d² entries``, ``O = d² · A ⊙ M`` (scaled so that a
-  uniform gate leaves M unchanged), then ``MLP(flatten(O))``. The gate can only reweight
-  entries, so every entry of M keeps reaching the MLP: there is no collapse to one scalar.
+  entries** (Xiao et al., AFM, IJCAI 2017, score each pairwise interaction and reweight it by a
+  softmax). Here an interaction is the scalar ``m_rs``, so its score is a learned affine
+  function of it at its position, ``s_rs = a_rs · m̃_rs + b_rs`` (``m̃`` = M standardised per
+  sample, ``a, b ∈ R^{d×d}``), ``A = softmax over the d² entries``, ``O = d² · A ⊙ M`` (scaled so
+  that a uniform gate leaves M unchanged), then ``MLP(flatten(O))``. The gate can only
+  reweight entries, so every entry of M keeps reaching the MLP: no collapse to one scalar.
+  (AFM's hidden layer, one t-wide ReLU layer per entry, cost 591 ms per batch of 256 at d = 64,
+  t = 16 against 73 ms for ``cadncf-mhsa``: 1,600 s per ml-100k epoch; the affine score costs
+  what the floor costs.)
 - ``cadncf-mhsa`` (``gate = "mhsa"``): revision 1's reading, OPECI without the aggregation and
   with one head: the multi-head self-attention block of :mod:`recbench.models.attention` over the
   rows of M. For ``M = p qᵀ`` every row r of ``sigmoid(M W)`` is a function of the scalar
@@ -40,7 +43,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recbench.data.types import TrainData
@@ -62,27 +64,25 @@ class CADNCFConfig:
     n_negatives: int = 6
     init_std: float = 0.01
     gate: Literal["attention", "mhsa", "none"] = "attention"
-    gate_hidden: int = 16  # t: width of the entry-scoring network of the attention gate
 
 
 class EntryGate(nn.Module):
     """AFM-style attention over the d² entries of M: ``O = d² · softmax(s) ⊙ M`` with
-    ``s_rs = wᵀ ReLU(a m_rs + e_rs + c)`` (see the module docstring)."""
+    ``s_rs = a_rs · m̃_rs + b_rs`` (see the module docstring)."""
 
-    def __init__(self, d: int, hidden: int) -> None:
+    def __init__(self, d: int) -> None:
         super().__init__()
-        self.a = nn.Parameter(torch.randn(hidden) / hidden**0.5)
-        self.pos = nn.Parameter(torch.zeros(d * d, hidden))
-        self.c = nn.Parameter(torch.zeros(hidden))
-        self.w = nn.Parameter(torch.randn(hidden) / hidden**0.5)
+        self.a = nn.Parameter(torch.zeros(d, d))
+        self.b = nn.Parameter(torch.zeros(d, d))
+        nn.init.normal_(self.a, std=1.0 / d)
 
     def weights(self, m: torch.Tensor) -> torch.Tensor:
         """``A``: ``[B, d, d]`` → ``[B, d, d]``, each sample's entries summing to 1."""
         b, d, _ = m.shape
-        flat = m.reshape(b, d * d, 1)
-        # m is tiny at initialisation (σ² = 1e-4): scale-free scores use its standardised values
-        z = flat / flat.std(dim=1, keepdim=True).clamp_min(1e-12)
-        scores = F.relu(z * self.a + self.pos + self.c) @ self.w
+        # m is tiny at initialisation (σ² = 1e-8 with σ = 0.01 embeddings): scores read its
+        # standardised values
+        z = m / m.reshape(b, -1).std(dim=1).clamp_min(1e-12).view(b, 1, 1)
+        scores = (z * self.a + self.b).reshape(b, d * d)
         return torch.softmax(scores, dim=1).reshape(b, d, d)
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
@@ -103,7 +103,7 @@ class CADNCFModule(nn.Module):
         if cfg.gate == "mhsa":
             self.attention = CorrelationAttention(d, cfg.n_heads, cfg.d_k, cfg.d_v, rank_one=True)
         elif cfg.gate == "attention":
-            self.attention = EntryGate(d, cfg.gate_hidden)
+            self.attention = EntryGate(d)
         self.head = CorrelationHead(d, tuple(cfg.hidden))
 
     def pair_inputs(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

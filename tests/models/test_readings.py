@@ -71,12 +71,15 @@ def test_revisions_separate_old_records(tiny_split: Split, tmp_path: Path) -> No
 
 def test_entry_gate_is_a_reweighting_of_m() -> None:
     torch.manual_seed(0)
-    gate = EntryGate(4, 8)
+    gate = EntryGate(4)
     m = torch.randn(3, 4, 4)
     a = gate.weights(m)
     torch.testing.assert_close(a.sum((1, 2)), torch.ones(3))
+    z = m / m.reshape(3, -1).std(1).view(3, 1, 1)  # slow reference: softmax over the 16 entries
+    ref = torch.stack([torch.softmax((z[k] * gate.a + gate.b).flatten(), 0).reshape(4, 4) for k in range(3)])
+    torch.testing.assert_close(a, ref)
     with torch.no_grad():
-        gate.w.zero_()  # uniform weights: O = d² · (1/d²) · M = M
+        gate.a.zero_()  # uniform weights: O = d² · (1/d²) · M = M
     torch.testing.assert_close(gate(m), m)
 
 

@@ -29,6 +29,8 @@ class BPRConfig:
 
 
 class BPR(BaseModel):
+    summary: ClassVar[str] = "matrix factorisation trained with the BPR pairwise loss (adapter over `implicit`)"
+    paper: ClassVar[str] = "Rendle et al., UAI 2009"
     name: ClassVar[str] = "bpr"
     Config: ClassVar[type] = BPRConfig
 

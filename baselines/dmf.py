@@ -209,6 +209,8 @@ class DMFModule(nn.Module):
 
 class DMF(TorchModel):
     """DMF (see the module docstring)."""
+    summary: ClassVar[str] = "two towers over the rows and columns of the rating matrix, cosine output"
+    paper: ClassVar[str] = "Xue et al., IJCAI 2017"
 
     name: ClassVar[str] = "dmf"
     Config: ClassVar[type] = DMFConfig

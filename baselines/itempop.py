@@ -18,6 +18,8 @@ class ItemPopConfig:
 
 
 class ItemPop(BaseModel):
+    summary: ClassVar[str] = "items ranked by their number of training interactions"
+    paper: ClassVar[str] = "non-personalised baseline"
     name: ClassVar[str] = "itempop"
     Config: ClassVar[type] = ItemPopConfig
 

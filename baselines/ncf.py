@@ -107,6 +107,8 @@ class NeuMFModule(nn.Module):
 
 class NCF(TorchModel):
     """NeuMF (see the module docstring)."""
+    summary: ClassVar[str] = "NeuMF: GMF and MLP branches on ID embeddings"
+    paper: ClassVar[str] = "He et al., WWW 2017"
 
     name: ClassVar[str] = "ncf"
     Config: ClassVar[type] = NCFConfig

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recbench.results import _atomic_write_bytes
+from recbench.atomic import write_bytes_atomic
 
 MAGIC = b"RECBENCH-CKPT-1\n"
 FORMAT = 1
@@ -111,7 +111,7 @@ def decode(blob: bytes) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tenso
 
 
 def write(path: Path, meta: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]) -> None:
-    _atomic_write_bytes(path, encode(meta, tensors))
+    write_bytes_atomic(path, encode(meta, tensors))
 
 
 def read(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:

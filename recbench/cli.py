@@ -25,12 +25,47 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        from recbench.runner import code_version
+
+        code = code_version()
+        commit = f" (commit {code['commit'][:12]}{', modified' if code.get('dirty') else ''})" if "commit" in code else ""
+        Console().print(f"recbench {metadata.version('recbench')}{commit}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Benchmark top-N recommenders (OPECI and its baselines) under leave-one-out evaluation."""
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error and return the Exit to raise."""
     from rich.markup import escape
 
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+class _warnings_as_lines:
+    """Python warnings (a record that will be redone, ...) as one ``warning:`` line each, never
+    with a source line."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._old = warnings.showwarning
+        warnings.showwarning = lambda message, *_a, **_k: err.print(f"[yellow]warning:[/yellow] {escape_markup(str(message))}", highlight=False, soft_wrap=True)
+
+    def __exit__(self, *exc: object) -> None:
+        import warnings
+
+        warnings.showwarning = self._old
 
 
 def _build_report(results: Path, metrics: list[str], paper: bool, **kwargs):
@@ -123,7 +158,7 @@ def run(
     seeds: Annotated[str, typer.Option(help="Comma-separated model seeds.")] = "0",
     protocol: Annotated[Protocol, typer.Option(help="Evaluation protocol.")] = Protocol.sampled,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: MODEL.PARAM=VALUE (repeatable).")] = None,
-    out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    out: Annotated[Path, typer.Option(help="Results folder (default ./runs, a working folder; `--out results` publishes into the repository's results).")] = Path("runs"),
     force: Annotated[bool, typer.Option(help="Redo cells whose record exists.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     validation: Annotated[bool, typer.Option(help="Hold out a validation item per user too (needed for early stopping).")] = False,
@@ -198,14 +233,15 @@ def run(
             _check_run_options(out, opts.device)
             cells = plan_run(datasets, names, opts)  # every config resolved and range-checked
             _check_datasets(datasets, data_dir)
-        with make_reporter(err) as reporter:
+        with make_reporter(err) as reporter, _warnings_as_lines():
             records = execute(cells, opts, reporter, split_loader)
     except (ConfigError, ValueError) as e:
         raise fail(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-    from recbench.report import render
+    from recbench.report import build_report, render
 
-    rep = _build_report(out, ["hr@10", "ndcg@10"], paper=True)
+    rep = build_report(None, ["hr@10", "ndcg@10"], paper=True, records=records)  # the cells of this run
     sys.stdout.write(render(rep, "markdown"))
+    err.print(f"records in {out}/records; `recbench report --results {out}` reports the whole folder", highlight=False)
     if from_record is not None:
         new, old_m = records[0].data["metrics"], old.data["metrics"]
         same = new == old_m
@@ -242,7 +278,7 @@ def _check_datasets(names: list[str], data_dir: Path | None) -> None:
 
 @app.command()
 def report(
-    results: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    results: Annotated[Path, typer.Option(help="Results folder (default ./runs, where `recbench run` writes; `--results results` for the published ones).")] = Path("runs"),
     format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.markdown,
     metric: Annotated[str, typer.Option(help="Comma-separated metrics, e.g. hr,ndcg or hr@5,ndcg@20.")] = "hr,ndcg",
     paper: Annotated[bool, typer.Option("--paper/--no-paper", help="Show the paper's numbers beside ours.")] = True,
@@ -263,7 +299,7 @@ def report(
     for m in metrics:
         if m.split("@")[0] not in ("hr", "ndcg") or not m.split("@")[1].isdigit():
             raise fail(f"unknown metric {m!r}; valid: hr@K, ndcg@K")
-    if not (results / "records").exists():
+    if not (results / "records").exists() or not any((results / "records").rglob("*.json")):
         raise fail(f"no result records under {results}/records; run `recbench run` first")
     if test not in ("wilcoxon", "bootstrap"):
         raise fail(f"unknown test {test!r}; valid: wilcoxon, bootstrap")
@@ -430,7 +466,7 @@ def tune_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Fix a config value in every trial: MODEL.PARAM=VALUE (repeatable).")] = None,
     search_seed: Annotated[int, typer.Option(help="Seed of the random subset of the grid when --trials is smaller than it.")] = 0,
     split_seed: Annotated[int, typer.Option(help="Seed of the split's candidate sampling.")] = 0,
-    out: Annotated[Path, typer.Option(help="Results folder (trial records and tuned/<dataset>/<model>.json).")] = Path("results"),
+    out: Annotated[Path, typer.Option(help="Results folder (trial records and tuned/<dataset>/<model>.json).")] = Path("runs"),
     force: Annotated[bool, typer.Option(help="Redo trials whose record exists.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
@@ -473,10 +509,14 @@ def tune_cmd(
         for m, (cands, size, _space) in plans.items():
             err.print(f"{m}: {len(cands)} trial(s) of a {size}-point grid", highlight=False)
         docs = []
+        def trial_line(t: dict) -> None:
+            params = " ".join(f"{k}={v}" for k, v in t["params"].items()) or "(defaults)"
+            err.print(f"trial {params}: validation {t['score']:.4f} ({t['status']})", highlight=False, soft_wrap=True)
+
         with make_reporter(err) as reporter:
             for ds in datasets:
                 for m in names:
-                    docs.append(tune(ds, m, opts, reporter))
+                    docs.append(tune(ds, m, opts, reporter, on_trial=trial_line))
     except (ConfigError, ValueError) as e:
         raise fail(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     console = Console()
@@ -502,7 +542,7 @@ def experiment_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: MODEL.PARAM=VALUE (repeatable; stated in the caption).")] = None,
     values: Annotated[str | None, typer.Option(help="Run only these grid values (neg-ratio, embedding-size), e.g. 2,6,10.")] = None,
     protocol: Annotated[Protocol, typer.Option(help="sampled (the paper's) or both.")] = Protocol.sampled,
-    out: Annotated[Path, typer.Option(help="Results folder: records under OUT/records, outputs under OUT/experiments/NAME.")] = Path("results"),
+    out: Annotated[Path, typer.Option(help="Results folder: records under OUT/records, outputs under OUT/experiments/NAME (default ./runs).")] = Path("runs"),
     force: Annotated[bool, typer.Option(help="Redo cells whose record exists.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     split_seed: Annotated[int, typer.Option(help="Seed of the split's candidate sampling.")] = 0,
@@ -565,6 +605,44 @@ def experiment_cmd(
     if res.failed:
         err.print(f"[red]{len(res.failed)} cell(s) failed; see {res.folder / 'table.md'}[/red]")
         raise typer.Exit(1)
+
+
+@app.command("models")
+def models_cmd(
+    name: Annotated[str | None, typer.Argument(help="One model: its config fields with defaults and valid ranges.")] = None,
+) -> None:
+    """The registered models: name, what it is, where it comes from; with NAME its config."""
+    import dataclasses
+    import typing
+
+    from rich.table import Table
+
+    from recbench.models.base import RANGES
+    from recbench.registry import MODELS, get_model_class
+
+    console = Console()
+    if name is None:
+        table = Table(title="recbench models (`recbench models NAME` for a model's config)")
+        for col in ("model", "what it is", "from"):
+            table.add_column(col)
+        for n, cls in MODELS.items():
+            table.add_row(n, cls.summary, cls.paper)
+        console.print(table)
+        return
+    try:
+        cls = get_model_class(name)
+    except ConfigError as e:
+        raise fail(str(e)) from None
+    table = Table(title=f"{name}: {cls.summary} ({cls.paper}); --set {name}.FIELD=VALUE")
+    for col in ("field", "type", "default", "valid"):
+        table.add_column(col)
+    hints = typing.get_type_hints(cls.Config)
+    for f in dataclasses.fields(cls.Config):
+        lo, hi, excl = RANGES.get(f.name, (None, None, False))
+        valid = "" if lo is None and hi is None else (f"{'>' if excl else '≥'} {lo:g}" if lo is not None else "") + (f", ≤ {hi:g}" if hi is not None else "")
+        t = hints[f.name]
+        table.add_row(f.name, t.__name__ if isinstance(t, type) else str(t).replace("typing.", ""), repr(getattr(cls.Config(), f.name)), valid)
+    console.print(table)
 
 
 @app.command("diagnose")

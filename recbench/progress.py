@@ -43,7 +43,8 @@ def cell_text(rec: Record) -> str:
     head = f"{d['dataset']} · {d['model']} · seed {d['seed']}"
     if rec.status != "ok":
         return f"✗ {head} failed: {d['error']}"
-    m = "  ".join(f"{p}: " + " ".join(f"{k} {v:.4f}" for k, v in d["metrics"][p].items()) for p in d["protocols"])
+    shown = [*d["protocols"], *(k for k in d["metrics"] if k.startswith("validation/"))]
+    m = "  ".join(f"{p}: " + " ".join(f"{k} {v:.4f}" for k, v in d["metrics"][p].items()) for p in shown)
     return f"✓ {head}  {m}  ({d['timing'].get('fit_s', 0):.1f} s fit)"
 
 

@@ -649,7 +649,9 @@ def side_by_side(rep: Report) -> pd.DataFrame:
         "Full ranking": [fmt(m, sd) for m, sd in zip(df["f_mean"], df["f_std"], strict=True)],
         "Rank (full)": df["f_rank"].map(lambda v: "—" if pd.isna(v) else str(int(v))),
     })
-    return out.sort_values(["Dataset", "Metric", "Rank (sampled)"], kind="stable")
+    # sorted by the numeric rank (as text, 10 would come before 2); models without one last
+    order = np.lexsort((df["s_rank"].fillna(np.inf).to_numpy(), out["Metric"].to_numpy(), out["Dataset"].to_numpy()))
+    return out.iloc[order]
 
 
 def agreement_table(rep: Report) -> pd.DataFrame:

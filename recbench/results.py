@@ -17,8 +17,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +25,8 @@ from typing import Any
 
 import numpy as np
 from filelock import FileLock, Timeout
+
+from recbench.atomic import write_bytes_atomic
 
 SCHEMA = 1
 
@@ -42,20 +42,6 @@ def canonical_json(obj: Any) -> str:
 def record_key(identity: dict[str, Any]) -> str:
     """Stable key of a cell: a hash of everything that determines its result."""
     return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -96,14 +82,14 @@ def write_record(out: Path, rec: Record) -> Path:
         digest = hashlib.sha256(blob).hexdigest()
         # named by content: never overwritten with other bytes, so a JSON always finds its own
         rpath = jpath.with_name(f"{jpath.stem}.{digest[:16]}.ranks.npz")
-        _atomic_write_bytes(rpath, blob)
+        write_bytes_atomic(rpath, blob)
         d["ranks_file"] = rpath.name
         d["ranks_sha256"] = digest
     else:
         d["ranks_file"] = None
         d["ranks_sha256"] = None
     d["schema"] = SCHEMA
-    _atomic_write_bytes(jpath, (json.dumps(d, indent=1, sort_keys=True, default=str) + "\n").encode())
+    write_bytes_atomic(jpath, (json.dumps(d, indent=1, sort_keys=True, default=str) + "\n").encode())
     rec.path = jpath
     return jpath
 
@@ -207,7 +193,7 @@ def cell_lock(out: Path, dataset: str, model: str, seed: int, key: str, on_wait:
     path = locks / dataset / model / f"seed{seed}-{key}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not (locks / ".gitignore").exists():
-        _atomic_write_bytes(locks / ".gitignore", b"*\n")
+        write_bytes_atomic(locks / ".gitignore", b"*\n")
     lock = FileLock(str(path))
     try:
         lock.acquire(timeout=0)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from recbench.atomic import write_bytes_atomic
 from recbench.data.types import Split
 from recbench.eval import metrics as M
 from recbench.models.base import ConfigError, config_to_dict
@@ -39,7 +40,7 @@ from recbench.plan import (  # noqa: F401 - the tuned-config store, re-exported 
     tuned_overrides,
     tuned_path,
 )
-from recbench.results import Record, _atomic_write_bytes
+from recbench.results import Record
 from recbench.runner import Cell, Reporter, RunOptions, SplitSpec, execute
 
 VALIDATION_ROLE = "validation/sampled"
@@ -157,7 +158,7 @@ def plan(model: str, opts: TuneOptions, spaces: dict[str, Any] | None = None) ->
     if clash:
         raise ConfigError(f"{model}.{clash[0]} is both searched (--grid or the default space) and fixed with --set")
     resolve_config(model, sets=fixed)
-    trials, size = candidates(space, opts.trials or budget, opts.search_seed)
+    trials, size = candidates(space, opts.trials if opts.trials is not None else budget, opts.search_seed)
     return trials, size, space
 
 
@@ -186,7 +187,8 @@ def tune(
         raise ConfigError(f"{dataset}: tuning needs a split with a validation item (validation=True)")
     configs = [resolve_config(model, sets={**fixed, **params}) for params in trials]
     cells = [
-        Cell(spec, model, cfg, seed, ("sampled",), early_stopping=opts.early_stopping if hasattr(cfg, "epochs") else 0,
+        # no test protocol: a trial evaluates (and records) the validation item only
+        Cell(spec, model, cfg, seed, (), early_stopping=opts.early_stopping if hasattr(cfg, "epochs") else 0,
              tags=dict(TUNE_TAG))
         for cfg in configs
         for seed in opts.seeds
@@ -229,7 +231,7 @@ def tune(
         "search_space": {k: [_jsonable(v) for v in vs] for k, vs in space.items()},
         "grid_size": size,
         "n_trials": len(results),
-        "budget": opts.trials or budget,
+        "budget": opts.trials if opts.trials is not None else budget,
         "search_seed": opts.search_seed,
         "seeds": list(opts.seeds),
         "split": fingerprint,
@@ -238,7 +240,7 @@ def tune(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     path = tuned_path(opts.out, dataset, model)
-    _atomic_write_bytes(path, (json.dumps(doc, indent=1, default=str) + "\n").encode())
+    write_bytes_atomic(path, (json.dumps(doc, indent=1, default=str) + "\n").encode())
     doc["path"] = str(path)
     return doc
 

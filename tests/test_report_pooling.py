@@ -82,3 +82,15 @@ def test_pairing_is_within_a_split(tmp_path: Path) -> None:
     only0 = [r for r in bpr if r["split_info"]["seed"] == 0]
     a0, _ = paired_values(pop, only0, "hr@10", "test/sampled")
     assert len(a0) == len(pop[0].users)
+
+
+def test_side_by_side_sorts_ranks_as_numbers() -> None:
+    from recbench.report import Report, side_by_side
+
+    rows = []
+    for k in range(12):
+        for proto in ("sampled", "full"):
+            rows.append({"dataset": "ml-100k", "protocol": proto, "metric": "hr@10", "model": f"m{k}",
+                         "mean": 1.0 - k / 100, "std": 0.0})
+    table = side_by_side(Report(summary=pd.DataFrame(rows), failed=[], protocols=["sampled", "full"]))
+    assert list(table["Rank (sampled)"]) == [str(k) for k in range(1, 13)]

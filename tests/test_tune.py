@@ -194,3 +194,19 @@ def test_cli_tune_then_run_tuned(micro: Split, tmp_path: Path, monkeypatch: pyte
     assert r.exit_code == 2 and "not in --model" in r.output
     r = runner.invoke(app, ["run", "-d", "synthetic", "-m", "ncf", "--tuned", "--out", str(out)])
     assert r.exit_code == 2 and "no tuned config for synthetic/ncf" in r.output
+
+
+def test_trials_keep_no_test_metrics_and_lines_show_params(tmp_path: Path) -> None:
+    """Tuning never looks at the test item: trial records hold validation ranks and metrics only;
+    each trial's line names its parameters and its validation score."""
+    r = CliRunner().invoke(app, ["tune", "--dataset", "synthetic", "--model", "bpr", "--grid", "bpr.learning_rate=0.01,0.05",
+                                 "--set", "bpr.epochs=2", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    recs = list(iter_records(tmp_path))
+    assert len(recs) == 4  # 2 learning rates x the default space's 2 values of reg
+    for rec in recs:
+        assert set(rec.ranks) == {"validation/sampled"} and set(rec["metrics"]) == {"validation/sampled"}
+    assert "trial learning_rate=0.01" in r.output and "trial learning_rate=0.05" in r.output
+    assert "test" not in " ".join(ln for ln in r.output.splitlines() if ln.startswith(("✓", "trial")))
+    zero = CliRunner().invoke(app, ["tune", "--dataset", "synthetic", "--model", "bpr", "--trials", "0", "--out", str(tmp_path)])
+    assert zero.exit_code == 2 and "--trials 0" in zero.output

@@ -21,9 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
-import uuid
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ import numpy as np
 import platformdirs
 from filelock import FileLock
 
+from recbench.atomic import atomic_path, file_sha256, write_bytes_atomic
 from recbench.data.registry import (
     DatasetError,
     DatasetNotFetched,
@@ -84,35 +83,6 @@ def lock(home: Path, name: str, timeout: float = 600) -> FileLock:
 
 
 # --------------------------------------------------------------------------- atomic files
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it is fsynced and renamed to ``path``,
-    on failure removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _canonical(obj: Any) -> bytes:

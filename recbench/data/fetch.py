@@ -389,6 +389,8 @@ def fetch(name: str, source: str | Path | None = None, force: bool = False,
         if not force:
             cached = _cached(name, home)
             if cached is not None:
+                if source is not None:
+                    warnings.warn(f"{name} is already cached; --from {source} was not read (--force replaces the cache)", stacklevel=2)
                 return cached
         cleanup: list[Callable[[], None]] = []
         try:

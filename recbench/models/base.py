@@ -95,6 +95,8 @@ class BaseModel:
     name: ClassVar[str] = "base"
     Config: ClassVar[type]
     pair_batch: ClassVar[int] = 262_144
+    summary: ClassVar[str] = ""  # one line for `recbench models`
+    paper: ClassVar[str] = ""  # where the model comes from
     revision: ClassVar[int] = 1
     """Bumped when a change alters how a model trains for the same config: from revision 2 on it
     is part of the record key (records of older code are never reused as this code's) and a

@@ -454,6 +454,8 @@ class OPECIModule(nn.Module):
 
 class OPECI(TorchModel):
     """OPECI with the paper's defaults; see the module docstring for every decision."""
+    summary: ClassVar[str] = "neighbourhood factors with opinion embeddings, outer product, self-attention, MLP"
+    paper: ClassVar[str] = "the OPECI paper"
 
     name: ClassVar[str] = "opeci"
     Config: ClassVar[type] = OPECIConfig
@@ -565,6 +567,8 @@ class OPECI(TorchModel):
 
 class OPECIInner(OPECI):
     """``opeci-inner``: M = diag(h ⊙ z) instead of h zᵀ (see the module docstring)."""
+    summary: ClassVar[str] = "OPECI ablation: M = diag(h ⊙ z), the inner product's terms"
+    paper: ClassVar[str] = "the OPECI paper, Figure 2"
 
     name: ClassVar[str] = "opeci-inner"
 
@@ -576,6 +580,8 @@ class OPECIInner(OPECI):
 class OPECIResidual(OPECI):
     """``opeci-res``: the block as a Transformer layer, ``O = LayerNorm(M + MHSA(M))`` (see the
     module docstring)."""
+    summary: ClassVar[str] = "OPECI with the block as a Transformer layer, LayerNorm(M + MHSA(M))"
+    paper: ClassVar[str] = "the OPECI paper (our variant)"
 
     name: ClassVar[str] = "opeci-res"
 
@@ -586,6 +592,8 @@ class OPECIResidual(OPECI):
 
 class OPECIMeanItem(OPECI):
     """``opeci-i``: mean aggregation instead of attention on the item side."""
+    summary: ClassVar[str] = "OPECI ablation: mean aggregation on the item side"
+    paper: ClassVar[str] = "the OPECI paper, Figure 3"
 
     name: ClassVar[str] = "opeci-i"
 
@@ -596,6 +604,8 @@ class OPECIMeanItem(OPECI):
 
 class OPECIMeanUser(OPECI):
     """``opeci-u``: mean aggregation instead of attention on the user side."""
+    summary: ClassVar[str] = "OPECI ablation: mean aggregation on the user side"
+    paper: ClassVar[str] = "the OPECI paper, Figure 3"
 
     name: ClassVar[str] = "opeci-u"
 
@@ -606,6 +616,8 @@ class OPECIMeanUser(OPECI):
 
 class OPECIMeanBoth(OPECI):
     """``opeci-iu``: mean aggregation on both sides."""
+    summary: ClassVar[str] = "OPECI ablation: mean aggregation on both sides"
+    paper: ClassVar[str] = "the OPECI paper, Figure 3"
 
     name: ClassVar[str] = "opeci-iu"
 

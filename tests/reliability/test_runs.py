@@ -283,7 +283,7 @@ def test_interleaved_writers_of_one_cell(fault: Any, small: Split, tmp_path: Pat
         b = read_record(rec.path)
         b.ranks = {k: v[::-1].copy() for k, v in b.ranks.items()}  # other content
         b.data["created"] = "writer B"
-        original = results._atomic_write_bytes
+        original = results.write_bytes_atomic
         done = {"b": False}
 
         def interleave(path: Path, data: bytes) -> None:
@@ -292,9 +292,9 @@ def test_interleaved_writers_of_one_cell(fault: Any, small: Split, tmp_path: Pat
                 write_record(tmp_path, b)  # B completes between A's ranks and A's JSON
             original(path, data)
 
-        monkeypatch.setattr(results, "_atomic_write_bytes", interleave)
+        monkeypatch.setattr(results, "write_bytes_atomic", interleave)
         write_record(tmp_path, a)
-        monkeypatch.setattr(results, "_atomic_write_bytes", original)
+        monkeypatch.setattr(results, "write_bytes_atomic", original)
         final = read_record(rec.path)  # raises if the JSON points at the other writer's ranks
         assert final.data["created"] != "writer B"
         assert all(np.array_equal(final.ranks[k], a.ranks[k]) for k in a.ranks)

@@ -328,6 +328,7 @@ def fetch_cmd(
     from_: Annotated[str | None, typer.Option("--from", help="Local archive, data file or folder of the archive's contents, or a mirror URL.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild (and re-download) even if the cache is valid.")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
+    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Accept statistics that differ from the registry's (a deliberately filtered copy; recorded in the cache and in every record).")] = False,
 ) -> None:
     """Download (or read --from), verify, parse and cache a dataset; print its statistics."""
     import warnings
@@ -345,7 +346,7 @@ def fetch_cmd(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            data = fetch(name, source=from_, force=force, data_dir=data_dir, progress=True)
+            data = fetch(name, source=from_, force=force, data_dir=data_dir, progress=True, allow_mismatch=allow_mismatch)
         except UnknownDataset as e:
             raise fail(str(e), code=2) from None
         except DatasetError as e:

@@ -204,6 +204,10 @@ def hardware(device: str = "cpu") -> dict[str, Any]:
         import torch
 
         info["torch_threads"] = torch.get_num_threads()
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [f"{p.get('internal_api')} {p.get('version') or ''} ({p.get('num_threads')} threads)".replace("  ", " ")
+                        for p in threadpool_info() if p.get("user_api") == "blas"]
         if device != "cpu" and torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:  # pragma: no cover
@@ -415,6 +419,7 @@ def record_data(split: Split, cell: Cell, opts: RunOptions, ident: dict[str, Any
             "n_users": split.n_users,
             "n_items": split.n_items,
             "n_train": len(split.train),
+            **({"accepted_mismatch": split.meta["accepted_mismatch"]} if split.meta.get("accepted_mismatch") else {}),
         },
         "versions": versions(),
         "code": code_version(),
@@ -545,11 +550,14 @@ def _worker_run(split: Split, cell: Cell, opts: RunOptions) -> Record:
 
 
 def set_threads(threads: int) -> None:
-    """torch's intra-op threads (0: leave torch's default)."""
+    """torch's intra-op threads and the BLAS/OpenMP pools of numpy and scipy (0: leave the
+    defaults), so that ``--threads 1`` means one thread in every library a cell uses."""
     if threads:
         import torch
+        from threadpoolctl import threadpool_limits
 
         torch.set_num_threads(threads)
+        threadpool_limits(limits=threads)  # applies now, for the rest of the process
 
 
 def _execute_processes(cells: Sequence[Cell], splits: dict[SplitSpec, Split], opts: RunOptions, reporter: Reporter) -> list[Record]:

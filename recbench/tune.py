@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,14 +101,15 @@ def search_space(model: str, grid: dict[str, list[Any]] | None = None, spaces: d
 def candidates(space: dict[str, list[Any]], trials: int, seed: int = 0) -> tuple[list[dict[str, Any]], int]:
     """``(trial configs, grid size)``: the whole grid (parameters in sorted order) when it has at
     most ``trials`` points, else a seeded random subset of ``trials`` points (grid order kept)."""
+    from sklearn.model_selection import ParameterGrid  # sorted parameter names, last varies fastest
+
     if trials < 1:
         raise ConfigError(f"--trials {trials}: need at least one trial")
-    names = sorted(space)
-    grid = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(space[n] for n in names))]
+    grid = ParameterGrid(space)
     if len(grid) <= trials:
-        return grid, len(grid)
+        return list(grid), len(grid)
     idx = np.sort(np.random.default_rng(seed).choice(len(grid), size=trials, replace=False))
-    return [grid[i] for i in idx], len(grid)
+    return [grid[int(i)] for i in idx], len(grid)
 
 
 # ----------------------------------------------------------------------------- scoring

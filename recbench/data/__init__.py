@@ -12,6 +12,7 @@ from recbench.data.fetch import fetch
 from recbench.data.registry import (
     ChecksumError,
     DatasetError,
+    DatasetMismatch,
     DatasetNotFetched,
     DatasetSpec,
     DatasetWarning,
@@ -28,6 +29,7 @@ from recbench.data.types import HeldOut, Interactions, Split, TrainData
 __all__ = [
     "ChecksumError",
     "DatasetError",
+    "DatasetMismatch",
     "DatasetNotFetched",
     "DatasetSpec",
     "DatasetWarning",

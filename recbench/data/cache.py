@@ -355,9 +355,13 @@ def load_split(name: str, seed: int = 0, validation: bool = False, n_negatives: 
     path = home / "splits" / name / split_key(data.fingerprint, seed, validation, n_negatives)
     expect = {"dataset": name, "seed": seed, "n_negatives": n_negatives,
               "validation": validation, "data_fingerprint": data.fingerprint}
+    accepted = (dataset_info(name, data_dir) or {}).get("accepted_mismatch")
     if path.with_suffix(".json").exists():
         try:
-            return _load_split_file(path, expect)
+            split = _load_split_file(path, expect)
+            if accepted:
+                split.meta["accepted_mismatch"] = accepted
+            return split
         except (CacheCorrupt, FileNotFoundError) as exc:
             warnings.warn(DatasetWarning(f"the cached split {path.name} of {name} is corrupted "
                                          f"({exc}); rebuilding it"), stacklevel=2)
@@ -370,5 +374,7 @@ def load_split(name: str, seed: int = 0, validation: bool = False, n_negatives: 
     if len(split.test) == 0:
         raise DatasetError(f"no user of {name} has at least {3 if validation else 2} "
                            f"interactions: nothing to evaluate")
+    if accepted:  # a deliberately filtered copy: every record made from it says so
+        split.meta["accepted_mismatch"] = accepted
     save_split(split, path, data.fingerprint)
     return split

@@ -41,6 +41,7 @@ from recbench.data.preprocess import preprocess
 from recbench.data.registry import (
     ChecksumError,
     DatasetError,
+    DatasetMismatch,
     DatasetSpec,
     DatasetWarning,
     get_spec,
@@ -372,12 +373,15 @@ def _obtain(spec: DatasetSpec, source: str | Path | None, home: Path, force: boo
 
 
 def fetch(name: str, source: str | Path | None = None, force: bool = False,
-          data_dir: Path | str | None = None, progress: bool = True) -> Interactions:
+          data_dir: Path | str | None = None, progress: bool = True, allow_mismatch: bool = False) -> Interactions:
     """Fetch ``name`` into the cache and return it (a no-op returning the cache when valid).
 
     ``source``: None (the registry URLs, mirrors in order), another URL, a local archive or
     data file, or a local folder laid out like the archive's contents. ``force`` rebuilds (and
-    re-downloads). ``progress`` shows a rich progress bar and notes on stderr.
+    re-downloads). ``progress`` shows a rich progress bar and notes on stderr. Parsed statistics
+    that differ from the registry's expected ones are an error (:class:`DatasetMismatch`, the
+    cache left as it was) unless ``allow_mismatch`` (a deliberately filtered copy: accepted with a
+    warning and recorded in the cache's metadata and in every split and record made from it).
     """
     spec = get_spec(name)
     if spec.is_generated:
@@ -390,11 +394,11 @@ def fetch(name: str, source: str | Path | None = None, force: bool = False,
             cached = _cached(name, home)
             if cached is not None:
                 if source is not None:
-                    warnings.warn(f"{name} is already cached; --from {source} was not read (--force replaces the cache)", stacklevel=2)
+                    warnings.warn(DatasetWarning(f"{name} is already cached; --from {source} was not read (--force replaces the cache)"), stacklevel=2)
                 return cached
         cleanup: list[Callable[[], None]] = []
         try:
-            return _build(spec, source, home, force, out, cleanup)
+            return _build(spec, source, home, force, out, cleanup, allow_mismatch)
         finally:
             for fn in cleanup:
                 with contextlib.suppress(OSError):
@@ -402,7 +406,7 @@ def fetch(name: str, source: str | Path | None = None, force: bool = False,
 
 
 def _build(spec: DatasetSpec, source: str | Path | None, home: Path, force: bool, out: _Out,
-           cleanup: list[Callable[[], None]]) -> Interactions:
+           cleanup: list[Callable[[], None]], allow_mismatch: bool = False) -> Interactions:
     assert spec.format is not None and spec.member is not None
     name = spec.name
     art = _obtain(spec, source, home, force, out, cleanup)
@@ -410,11 +414,13 @@ def _build(spec: DatasetSpec, source: str | Path | None, home: Path, force: bool
         art.location if art.kind == "file" else str(Path(art.location) / spec.member))
     parsed = parse_bytes(art.member_bytes, spec.format, spec.rating_values, file=label)
     art.member_bytes = b""
-    if spec.expected is not None:
-        for what, exp, got in spec.expected.mismatches(parsed.n_users, parsed.n_items,
-                                                       len(parsed)):
-            warnings.warn(DatasetWarning(f"{name}: expected {exp:,} {what}, parsed {got:,} "
-                                         f"from {label}"), stacklevel=3)
+    found = spec.expected.mismatches(parsed.n_users, parsed.n_items, len(parsed)) if spec.expected else []
+    mismatch = "; ".join(f"expected {exp:,} {what}, parsed {got:,}" for what, exp, got in found)
+    if mismatch and not allow_mismatch:
+        raise DatasetMismatch(f"{name}: {mismatch} from {label}; nothing was cached (a good cache is kept); "
+                              f"--allow-mismatch accepts a deliberately filtered copy")
+    if mismatch:
+        warnings.warn(DatasetWarning(f"{name}: {mismatch} from {label} (accepted: --allow-mismatch)"), stacklevel=3)
     data, report = preprocess(parsed, name, spec.rating_values)
     if report.duplicates_dropped:
         out.note(f"{name}: dropped {report.duplicates_dropped:,} duplicate user-item rows "
@@ -437,6 +443,7 @@ def _build(spec: DatasetSpec, source: str | Path | None, home: Path, force: bool
                    "sha256": art.digests.sha256 if art.digests else None},
         "rows_parsed": report.rows,
         "duplicates_dropped": report.duplicates_dropped,
+        **({"accepted_mismatch": mismatch} if mismatch else {}),
         "fetched": datetime.now(UTC).isoformat(timespec="seconds"),
         "recbench_version": _version(),
         "notes": out.notes,

@@ -65,6 +65,10 @@ class RegistryError(DatasetError):
     """A bad ``datasets.toml`` entry."""
 
 
+class DatasetMismatch(DatasetError):
+    """The parsed statistics differ from the registry's expected ones (and were not accepted)."""
+
+
 class ParseError(DatasetError):
     """A ratings file that cannot be parsed; the message names the file and line."""
 

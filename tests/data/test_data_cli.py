@@ -55,8 +55,13 @@ def test_offline_fetch_names_from(tiny: Tiny, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_fetch_warning_is_shown(tiny: Tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other statistics than expected: an error naming both numbers; accepted on request, with
+    the warning."""
     tiny.register(monkeypatch, expected={"users": 25})
     res = runner.invoke(app, ["fetch", "tiny", "--from", str(tiny.folder)])
+    assert res.exit_code == 1
+    assert "error: tiny: expected 25 users, parsed 20" in _flat(res.output) and "--allow-mismatch" in _flat(res.output)
+    res = runner.invoke(app, ["fetch", "tiny", "--from", str(tiny.folder), "--allow-mismatch"])
     assert res.exit_code == 0
     assert "warning: tiny: expected 25 users, parsed 20" in _flat(res.output)
 
@@ -74,3 +79,10 @@ def test_bad_registry_entry_is_one_line_and_writes_nothing(tmp_path: Path,
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "archive: 'rar' is not one of: zip, file" in lines[0]
     assert not home.exists()
+
+
+def test_fetch_from_on_a_cached_set_says_it_was_not_read(tiny: Tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny.register(monkeypatch)
+    assert runner.invoke(app, ["fetch", "tiny", "--from", str(tiny.folder)]).exit_code == 0
+    again = runner.invoke(app, ["fetch", "tiny", "--from", str(tiny.archive)])
+    assert again.exit_code == 0 and "already cached" in _flat(again.output) and "--force replaces" in _flat(again.output)

@@ -118,14 +118,27 @@ def test_no_published_checksum_records_then_verifies(tiny: Tiny, tmp_path: Path,
     assert len(load_dataset("tiny")) == 120  # the earlier good cache is still there
 
 
-def test_expected_stats_mismatch_warns_with_both_numbers(tiny: Tiny,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_expected_stats_mismatch_is_an_error_unless_accepted(tiny: Tiny,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy that is not the data set (half of ml-100k passed as ml-100k) is refused with both
+    numbers, and a good cache stays; --allow-mismatch accepts it with a warning, recorded."""
+    from recbench.data import DatasetMismatch, dataset_info, load_split
+
+    tiny.register(monkeypatch)
+    fetch("tiny", source=tiny.folder, progress=False)
+    good = load_dataset("tiny").fingerprint
     tiny.register(monkeypatch, expected={"users": 21, "items": 30, "ratings": 100})
+    with pytest.raises(DatasetMismatch) as e:
+        fetch("tiny", source=tiny.folder, force=True, progress=False)
+    assert "expected 21 users, parsed 20" in str(e.value) and "expected 100 ratings, parsed 120" in str(e.value)
+    assert load_dataset("tiny").fingerprint == good and "accepted_mismatch" not in dataset_info("tiny")
     with pytest.warns(DatasetWarning) as record:
-        fetch("tiny", source=tiny.folder, progress=False)
+        fetch("tiny", source=tiny.folder, force=True, progress=False, allow_mismatch=True)
     msgs = [str(w.message) for w in record]
     assert any("expected 21 users, parsed 20" in m for m in msgs)
     assert any("expected 100 ratings, parsed 120" in m for m in msgs)
+    assert "expected 21 users" in dataset_info("tiny")["accepted_mismatch"]
+    assert "expected 21 users" in load_split("tiny", n_negatives=5).meta["accepted_mismatch"]
 
 
 def test_tolerance_silences_small_differences(tiny: Tiny, monkeypatch: pytest.MonkeyPatch) -> None:

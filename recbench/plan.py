@@ -153,8 +153,9 @@ def plan_run(datasets: Sequence[str], models: Sequence[str], opts: RunOptions) -
             split = SplitSpec(ds, split_seed, opts.validation, opts.n_negatives)
             for m in models:
                 config, tags = configs[m]
+                ref = getattr(get_model_class(m), "ref", None)  # a model from outside the package
                 for seed in opts.seeds:
-                    cells.append(Cell(split, m, config, seed, opts.protocols, opts.eval_every, opts.early_stopping, tags))
+                    cells.append(Cell(split, m, config, seed, opts.protocols, opts.eval_every, opts.early_stopping, tags, ref))
     return cells
 
 
@@ -178,13 +179,14 @@ def run_grid(
 def cell_from_record(data: Mapping[str, Any]) -> Cell:
     """The exact cell a record describes (config, split, seed, schedule, tags)."""
     model = data["model"]
-    config = config_from_dict(get_model_class(model).Config, data["config"], model)
+    ref = data.get("model_ref")
+    config = config_from_dict(get_model_class(ref or model).Config, data["config"], model)
     check_ranges(config, model)
     info = data.get("split_info", {})
     split = SplitSpec(data["dataset"], int(info.get("seed", 0)), bool(info.get("validation", False)), int(info.get("n_negatives", 99)))
     return Cell(
         split, model, config, int(data["seed"]), tuple(data.get("protocols") or ["sampled"]),
-        int(data.get("eval_every", 0)), int(data.get("early_stopping", 0)), dict(data.get("tags", {})),
+        int(data.get("eval_every", 0)), int(data.get("early_stopping", 0)), dict(data.get("tags", {})), ref,
     )
 
 

@@ -127,6 +127,7 @@ class Cell:
     eval_every: int = 0
     early_stopping: int = 0
     tags: dict[str, Any] = field(default_factory=dict, hash=False)
+    ref: str | None = None  # ``module:Class`` of a model from outside the package (any process finds it)
 
     @property
     def dataset(self) -> str:
@@ -137,7 +138,7 @@ class Cell:
         return f"{self.dataset} · {self.model} · seed {self.seed}"
 
     def build(self) -> Model:
-        return get_model_class(self.model)(self.config)
+        return get_model_class(self.ref or self.model)(self.config)
 
 
 class Reporter:
@@ -266,7 +267,7 @@ that asks for the same cell (the experiments that reused it are listed in ``used
 def cell_identity(split: Split, cell: Cell, device: str) -> dict[str, Any]:
     """Everything that determines a cell's result; its hash is the record key (a model revision
     above 1 is part of it, so that records of older code are never reused)."""
-    revision = get_model_class(cell.model).revision_of(cell.config)
+    revision = get_model_class(cell.ref or cell.model).revision_of(cell.config)
     return {
         **({"revision": revision} if revision > 1 else {}),
         "dataset": split.dataset,
@@ -426,6 +427,7 @@ def record_data(split: Split, cell: Cell, opts: RunOptions, ident: dict[str, Any
         "hardware": hardware(opts.device),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **({"model_ref": cell.ref} if cell.ref else {}),
         "metrics": {},
         "history": [],
         "timing": {},

@@ -180,11 +180,11 @@ def run(
     """Fit and evaluate every (dataset, model, seed) cell; one result record each, resumable."""
     from dataclasses import replace
 
-    from recbench.plan import cell_from_record, parse_overrides, plan_run
+    from recbench.plan import cell_from_record, execute, parse_overrides, plan_run
     from recbench.progress import make_reporter
     from recbench.registry import parse_model_list
     from recbench.results import read_record
-    from recbench.runner import RunOptions, default_split_loader, execute, versions
+    from recbench.runner import RunOptions, default_split_loader, versions
 
     _set_threads(threads)
     try:

@@ -41,7 +41,7 @@ from recbench import figures as F
 from recbench import report as R
 from recbench.data.types import Split
 from recbench.models.base import ConfigError
-from recbench.plan import resolve_config
+from recbench.plan import execute, resolve_config
 from recbench.registry import MODELS
 from recbench.results import Record
 from recbench.runner import Cell as RunCell
@@ -49,7 +49,6 @@ from recbench.runner import (
     Reporter,
     RunOptions,
     SplitSpec,
-    execute,
     existing_record,
     load_splits,
     mark_used,

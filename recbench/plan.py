@@ -28,7 +28,15 @@ from typing import Any
 from recbench.models.base import ConfigError, apply_overrides, check_ranges, config_from_dict
 from recbench.registry import get_model_class
 from recbench.results import Record
-from recbench.runner import Cell, Reporter, RunOptions, SplitLoader, SplitSpec, execute
+from recbench.runner import (
+    Cell,
+    Reporter,
+    RunOptions,
+    SplitLoader,
+    SplitSpec,
+    execute_local,
+    load_splits,
+)
 
 PRECEDENCE = ("defaults", "paper", "tuned", "epochs", "set")
 """The layers of :func:`resolve_config`, later ones winning parameter by parameter."""
@@ -162,6 +170,23 @@ def plan_run(datasets: Sequence[str], models: Sequence[str], opts: RunOptions) -
 def with_seeds(cells: Sequence[Cell], seeds: Sequence[int]) -> list[Cell]:
     """Each cell once per model seed (cell order kept, seeds innermost)."""
     return [replace(c, seed=s) for c in cells for s in seeds]
+
+
+def execute(
+    cells: Sequence[Cell],
+    opts: RunOptions,
+    reporter: Reporter | None = None,
+    split_loader: SplitLoader | None = None,
+) -> list[Record]:
+    """Run every cell (records written as each finishes); returns the records in cell order:
+    on this machine (``opts.jobs`` at a time) or, with ``opts.executor == "ray"``, on Ray."""
+    reporter = reporter or Reporter()
+    splits = load_splits(cells, opts, reporter, split_loader)
+    if opts.executor == "ray":
+        from recbench.ray_executor import execute_ray
+
+        return execute_ray(cells, splits, opts, reporter)
+    return execute_local(cells, splits, opts, reporter)
 
 
 def run_grid(

@@ -6,9 +6,9 @@ Data flow: ``plan`` (options → cells) → split (cached, fingerprinted) → ``
 evaluator → :class:`~recbench.results.Record`. Nothing here reads global configuration or
 resolves a configuration: cells arrive fully resolved (:mod:`recbench.plan`).
 
-Executors: in this process (``jobs=1``), ``jobs`` worker processes on this machine
-(:func:`execute`), or a Ray cluster (:mod:`recbench.ray_executor`). Every executor writes the
-same files with the same numbers.
+Executors: in this process (``jobs=1``) or ``jobs`` worker processes on this machine
+(:func:`execute_local`); a Ray cluster (:mod:`recbench.ray_executor`); :func:`recbench.plan.execute`
+chooses. Every executor writes the same files with the same numbers.
 """
 
 from __future__ import annotations
@@ -504,20 +504,16 @@ def load_splits(cells: Sequence[Cell], opts: RunOptions, reporter: Reporter, spl
     return splits
 
 
-def execute(
+def execute_local(
     cells: Sequence[Cell],
+    splits: dict[SplitSpec, Split],
     opts: RunOptions,
     reporter: Reporter | None = None,
-    split_loader: SplitLoader | None = None,
 ) -> list[Record]:
-    """Run every cell (records written as each finishes); returns the records in cell order.
-    ``opts.jobs`` cells at a time in worker processes, or on Ray with ``opts.executor="ray"``."""
+    """Run every cell on this machine (records written as each finishes); returns the records in
+    cell order: in this process, or ``opts.jobs`` cells at a time in worker processes. (Ray:
+    :func:`recbench.plan.execute`.)"""
     reporter = reporter or Reporter()
-    splits = load_splits(cells, opts, reporter, split_loader)
-    if opts.executor == "ray":
-        from recbench.ray_executor import execute_ray
-
-        return execute_ray(cells, splits, opts, reporter)
     if opts.jobs <= 1 or len(cells) <= 1:
         return [run_cell(splits[c.split], c, opts, reporter) for c in cells]
     return _execute_processes(cells, splits, opts, reporter)

@@ -33,6 +33,7 @@ from recbench.eval import metrics as M
 from recbench.models.base import ConfigError, config_to_dict
 from recbench.plan import (  # noqa: F401 - the tuned-config store, re-exported for `recbench.tune` users
     default_space,
+    execute,
     load_search_spaces,
     load_tuned,
     resolve_config,
@@ -40,7 +41,7 @@ from recbench.plan import (  # noqa: F401 - the tuned-config store, re-exported 
     tuned_path,
 )
 from recbench.results import Record
-from recbench.runner import Cell, Reporter, RunOptions, SplitSpec, execute
+from recbench.runner import Cell, Reporter, RunOptions, SplitSpec
 
 VALIDATION_ROLE = "validation/sampled"
 TUNE_TAG = {"purpose": "tune"}

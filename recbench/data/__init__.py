@@ -1,12 +1,11 @@
 """The data layer: dataset registry, fetch, parsing, preprocessing, cache and splits."""
 
+from recbench.data.api import load_dataset, load_split
 from recbench.data.cache import (
     data_home,
     dataset_info,
     fetched_datasets,
     is_fetched,
-    load_dataset,
-    load_split,
 )
 from recbench.data.fetch import fetch
 from recbench.data.registry import (

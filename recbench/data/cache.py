@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,9 @@ from recbench.atomic import atomic_path, file_sha256, write_bytes_atomic
 from recbench.data.registry import (
     DatasetError,
     DatasetNotFetched,
-    DatasetWarning,
     get_spec,
     load_registry,
 )
-from recbench.data.split import leave_one_out
 from recbench.data.synthetic import make_synthetic
 from recbench.data.types import HeldOut, Interactions, Split, TrainData
 
@@ -47,8 +44,6 @@ __all__ = [
     "dataset_info",
     "fetched_datasets",
     "is_fetched",
-    "load_dataset",
-    "load_split",
 ]
 
 CACHE_FORMAT = 1
@@ -264,37 +259,6 @@ def _rebuild_source(name: str, home: Path) -> str | None:
     return str(dl) if dl.is_file() else None
 
 
-def load_dataset(name: str, data_dir: Path | str | None = None) -> Interactions:
-    """A fetched data set from the cache, integrity-checked; generated ones are built.
-
-    A modified cache is never used: it is rebuilt (with a warning) from the local archive or
-    folder it was made from, or refused with a :class:`DatasetError` saying how to refetch.
-    """
-    spec = get_spec(name)
-    if spec.is_generated:
-        return _synthetic(name)
-    home = data_home(data_dir)
-    if not (home / "datasets" / name / "interactions.json").exists():
-        raise _not_fetched(name)
-    try:
-        return _load_interactions(name, home)
-    except FileNotFoundError:
-        raise _not_fetched(name) from None
-    except CacheCorrupt as exc:
-        source = _rebuild_source(name, home)
-        if source is None:
-            raise DatasetError(f"the cached {name} is corrupted ({exc}) and was not used; run "
-                               f"`recbench fetch {name} --force [--from PATH]`") from None
-        warnings.warn(DatasetWarning(f"the cached {name} is corrupted ({exc}); rebuilding it "
-                                     f"from {source}"), stacklevel=2)
-        from recbench.data.fetch import fetch
-
-        return fetch(name, source=source, force=True, data_dir=home, progress=False)
-
-
-# --------------------------------------------------------------------------- splits
-
-
 def split_key(data_fingerprint: str, seed: int, validation: bool, n_negatives: int) -> str:
     return f"{data_fingerprint[:16]}-seed{seed}-neg{n_negatives}-{'val' if validation else 'noval'}"
 
@@ -340,41 +304,4 @@ def _load_split_file(path: Path, expect: dict[str, Any]) -> Split:
                   n_not_evaluated=int(meta["n_not_evaluated"]), meta=dict(meta["meta"]))
     if split.fingerprint != meta["fingerprint"]:
         raise CacheCorrupt("split fingerprint differs from the recorded one")
-    return split
-
-
-def load_split(name: str, seed: int = 0, validation: bool = False, n_negatives: int = 99,
-               data_dir: Path | str | None = None) -> Split:
-    """The leave-one-out split of ``name`` (see :func:`recbench.data.split.leave_one_out`).
-
-    Cached per (data set, data fingerprint, seed, validation, n_negatives); a cached split whose
-    content hash no longer matches is rebuilt with a warning, never used.
-    """
-    data = load_dataset(name, data_dir)
-    home = data_home(data_dir)
-    path = home / "splits" / name / split_key(data.fingerprint, seed, validation, n_negatives)
-    expect = {"dataset": name, "seed": seed, "n_negatives": n_negatives,
-              "validation": validation, "data_fingerprint": data.fingerprint}
-    accepted = (dataset_info(name, data_dir) or {}).get("accepted_mismatch")
-    if path.with_suffix(".json").exists():
-        try:
-            split = _load_split_file(path, expect)
-            if accepted:
-                split.meta["accepted_mismatch"] = accepted
-            return split
-        except (CacheCorrupt, FileNotFoundError) as exc:
-            warnings.warn(DatasetWarning(f"the cached split {path.name} of {name} is corrupted "
-                                         f"({exc}); rebuilding it"), stacklevel=2)
-    try:
-        split = leave_one_out(data, seed=seed, n_negatives=n_negatives, validation=validation)
-    except DatasetError:
-        raise
-    except ValueError as exc:
-        raise DatasetError(f"{name}: {exc}") from None
-    if len(split.test) == 0:
-        raise DatasetError(f"no user of {name} has at least {3 if validation else 2} "
-                           f"interactions: nothing to evaluate")
-    if accepted:  # a deliberately filtered copy: every record made from it says so
-        split.meta["accepted_mismatch"] = accepted
-    save_split(split, path, data.fingerprint)
     return split

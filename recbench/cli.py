@@ -15,6 +15,7 @@ from recbench.models.base import ConfigError
 
 app = typer.Typer(
     name="recbench",
+    context_settings={"max_content_width": 200},  # help as wide as the terminal, not 80 columns
     help="Benchmark top-N recommenders (OPECI and its baselines) under leave-one-out evaluation.",
     no_args_is_help=True,
     add_completion=False,
@@ -39,7 +40,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit.")] = False,
 ) -> None:
     """Benchmark top-N recommenders (OPECI and its baselines) under leave-one-out evaluation."""
 
@@ -157,23 +158,23 @@ def run(
     models: Annotated[str | None, typer.Option("--models", "-m", help="Comma-separated model names; default: all.")] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated model seeds.")] = "0",
     protocol: Annotated[Protocol, typer.Option(help="Evaluation protocol.")] = Protocol.sampled,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: MODEL.PARAM=VALUE (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="MODEL.PARAM=VALUE", help="Override a config value: MODEL.PARAM=VALUE (repeatable).")] = None,
     out: Annotated[Path, typer.Option(help="Results folder (default ./runs, a working folder; `--out results` publishes into the repository's results).")] = Path("runs"),
-    force: Annotated[bool, typer.Option(help="Redo cells whose record exists.")] = False,
+    force: Annotated[bool, typer.Option(metavar="", help="Redo cells whose record exists.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
-    validation: Annotated[bool, typer.Option(help="Hold out a validation item per user too (needed for early stopping).")] = False,
+    validation: Annotated[bool, typer.Option(metavar="", help="Hold out a validation item per user too (needed for early stopping).")] = False,
     eval_every: Annotated[int, typer.Option(help="Evaluate (sampled, test) every N epochs and keep the curve.")] = 0,
     early_stopping: Annotated[int, typer.Option(help="Patience in epochs on validation NDCG@10 (0: off).")] = 0,
     split_seed: Annotated[int, typer.Option(help="Seed of the split's candidate sampling.")] = 0,
     split_seeds: Annotated[str | None, typer.Option(help="Several splits: comma-separated split seeds; every cell runs on each (the report shows each split, or pools them with --pool-split-seeds).")] = None,
     from_record: Annotated[Path | None, typer.Option(help="Rerun exactly the cell a record describes.")] = None,
-    tuned: Annotated[bool, typer.Option("--tuned", help="Apply the best configs stored by `recbench tune` under OUT/tuned/ (per dataset and model; --set wins).")] = False,
+    tuned: Annotated[bool, typer.Option("--tuned", metavar="", help="Apply the best configs stored by `recbench tune` under OUT/tuned/ (per dataset and model; --set wins).")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
     threads: Annotated[int, typer.Option(help="torch intra-op threads on CPU (0: torch's default, one per core). 1 by default: with small batches, more threads wait on each other on a busy machine (results/bench/README.md).")] = 1,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help=JOBS_HELP)] = 1,
     executor: Annotated[Executor, typer.Option(help="local (this machine) or ray (a Ray cluster; pip install 'recbench[ray]').")] = Executor.local,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join ('auto': the running one; default: start a local instance).")] = None,
-    checkpoint: Annotated[bool, typer.Option("--checkpoint/--no-checkpoint", help="Checkpoint torch fits after each epoch; a rerun resumes from the last one.")] = True,
+    checkpoint: Annotated[bool, typer.Option("--checkpoint/--no-checkpoint", metavar="", help="Checkpoint torch fits after each epoch; a rerun resumes from the last one.")] = True,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N epochs.")] = 1,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Checkpoint folder (default OUT/.checkpoints; on a cluster, a path every node can reach).")] = None,
 ) -> None:
@@ -281,13 +282,13 @@ def report(
     results: Annotated[Path, typer.Option(help="Results folder (default ./runs, where `recbench run` writes; `--results results` for the published ones).")] = Path("runs"),
     format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.markdown,
     metric: Annotated[str, typer.Option(help="Comma-separated metrics, e.g. hr,ndcg or hr@5,ndcg@20.")] = "hr,ndcg",
-    paper: Annotated[bool, typer.Option("--paper/--no-paper", help="Show the paper's numbers beside ours.")] = True,
+    paper: Annotated[bool, typer.Option("--paper/--no-paper", metavar="", help="Show the paper's numbers beside ours.")] = True,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
     reference: Annotated[str | None, typer.Option(help="Model every other is tested against (default: opeci when present).")] = None,
     test: Annotated[str, typer.Option(help="Paired test over users: wilcoxon or bootstrap.")] = "wilcoxon",
     alpha: Annotated[float, typer.Option(help="Significance level after Holm's correction.")] = 0.05,
     experiment: Annotated[str | None, typer.Option(help="Report one experiment's records (see `recbench experiment`).")] = None,
-    pool_split_seeds: Annotated[bool, typer.Option("--pool-split-seeds", help="Pool the records of several split seeds into one cell per model (spread decomposed into between- and within-split).")] = False,
+    pool_split_seeds: Annotated[bool, typer.Option("--pool-split-seeds", metavar="", help="Pool the records of several split seeds into one cell per model (spread decomposed into between- and within-split).")] = False,
 ) -> None:
     """A Table-2-style table with statistics, from the result records.
 
@@ -299,6 +300,8 @@ def report(
     for m in metrics:
         if m.split("@")[0] not in ("hr", "ndcg") or not m.split("@")[1].isdigit():
             raise fail(f"unknown metric {m!r}; valid: hr@K, ndcg@K")
+        if int(m.split("@")[1]) < 1:
+            raise fail(f"--metric {m}: K must be ≥ 1")
     if not (results / "records").exists() or not any((results / "records").rglob("*.json")):
         raise fail(f"no result records under {results}/records; run `recbench run` first")
     if test not in ("wilcoxon", "bootstrap"):
@@ -310,6 +313,12 @@ def report(
                             pool_split_seeds=pool_split_seeds)
     except ValueError as e:
         raise fail(str(e)) from None
+    if "sampled" in rep.protocols and rep.n_negatives:
+        n_cand = min(rep.n_negatives) + 1
+        too_big = [m for m in metrics if int(m.split("@")[1]) >= n_cand]
+        if too_big:
+            raise fail(f"--metric {too_big[0]}: with {n_cand} candidates per user (sampled protocol) every model "
+                       f"would score 1 at K ≥ {n_cand}; use K < {n_cand}")
     if experiment is not None and rep.summary.empty and not rep.failed:
         raise fail(f"no result records of experiment {experiment!r} under {results}; run `recbench experiment {experiment}` first")
     for w in rep.warnings:
@@ -326,9 +335,9 @@ def report(
 def fetch_cmd(
     name: Annotated[str, typer.Argument(help="Dataset name from datasets.toml (see `recbench datasets`).")],
     from_: Annotated[str | None, typer.Option("--from", help="Local archive, data file or folder of the archive's contents, or a mirror URL.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Rebuild (and re-download) even if the cache is valid.")] = False,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="Rebuild (and re-download) even if the cache is valid.")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
-    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Accept statistics that differ from the registry's (a deliberately filtered copy; recorded in the cache and in every record).")] = False,
+    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", metavar="", help="Accept statistics that differ from the registry's (a deliberately filtered copy; recorded in the cache and in every record).")] = False,
 ) -> None:
     """Download (or read --from), verify, parse and cache a dataset; print its statistics."""
     import warnings
@@ -416,10 +425,10 @@ def bench_cmd(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     repeats: Annotated[int, typer.Option(help="Fresh fits per model; medians are reported.")] = 3,
     protocol: Annotated[Protocol, typer.Option(help="Evaluation protocol(s) to time.")] = Protocol.both,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: MODEL.PARAM=VALUE (repeatable).")] = None,
-    threads: Annotated[int, typer.Option(help="torch intra-op threads (0: torch's default).")] = 0,
-    validation: Annotated[bool, typer.Option(help="Hold out a validation item too (trains on the same pairs as RecBole's leave-one-out).")] = False,
-    flops: Annotated[bool, typer.Option("--flops/--no-flops", help="Count FLOPs per training sample.")] = True,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="MODEL.PARAM=VALUE", help="Override a config value: MODEL.PARAM=VALUE (repeatable).")] = None,
+    threads: Annotated[int, typer.Option(help="torch intra-op threads (0: torch's default, one per core; slow when another process holds a core). 1 by default, as for run.")] = 1,
+    validation: Annotated[bool, typer.Option(metavar="", help="Hold out a validation item too (trains on the same pairs as RecBole's leave-one-out).")] = False,
+    flops: Annotated[bool, typer.Option("--flops/--no-flops", metavar="", help="Count FLOPs per training sample.")] = True,
     matmul_n: Annotated[int, typer.Option(help="Size of the square fp32 matmul timed as the peak (0: 2048 on CPU, 8192 on CUDA).")] = 0,
     eval_runs: Annotated[int, typer.Option(help="Evaluations per protocol after each fit (the first, cold, is reported apart).")] = 2,
     out: Annotated[Path, typer.Option(help="Folder for the JSON record and markdown table.")] = Path("results/bench"),
@@ -430,6 +439,8 @@ def bench_cmd(
     from recbench.plan import parse_overrides
     from recbench.registry import parse_model_list
 
+    if threads < 0:
+        raise fail(f"--threads {threads}: give 0 (torch's default) or a positive count")
     try:
         names = parse_model_list(models)
         opts = BenchOptions(
@@ -460,20 +471,20 @@ def escape_markup(text: str) -> str:
 @app.command("tune")
 def tune_cmd(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Comma-separated datasets.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Comma-separated model names.")],
-    grid: Annotated[list[str] | None, typer.Option("--grid", help="Search values: MODEL.PARAM=V1,V2,... (repeatable; replaces the default space's values for PARAM).")] = None,
+    model: Annotated[str, typer.Option("--models", "--model", "-m", help="Comma-separated model names.")],
+    grid: Annotated[list[str] | None, typer.Option("--grid", metavar="MODEL.PARAM=V1,V2", help="Search values: MODEL.PARAM=V1,V2,... (repeatable; replaces the default space's values for PARAM).")] = None,
     trials: Annotated[int | None, typer.Option(help="Trials per (dataset, model); default: the same budget for every model, from search_spaces.toml.")] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated model seeds per trial (the score is their mean).")] = "0",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Fix a config value in every trial: MODEL.PARAM=VALUE (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="MODEL.PARAM=VALUE", help="Fix a config value in every trial: MODEL.PARAM=VALUE (repeatable).")] = None,
     search_seed: Annotated[int, typer.Option(help="Seed of the random subset of the grid when --trials is smaller than it.")] = 0,
     split_seed: Annotated[int, typer.Option(help="Seed of the split's candidate sampling.")] = 0,
     out: Annotated[Path, typer.Option(help="Results folder (trial records and tuned/<dataset>/<model>.json).")] = Path("runs"),
-    force: Annotated[bool, typer.Option(help="Redo trials whose record exists.")] = False,
+    force: Annotated[bool, typer.Option(metavar="", help="Redo trials whose record exists.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
     threads: Annotated[int, typer.Option(help="torch intra-op threads on CPU (0: torch's default, one per core). 1 by default: with small batches, more threads wait on each other on a busy machine (results/bench/README.md).")] = 1,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help=JOBS_HELP)] = 1,
-    checkpoint: Annotated[bool, typer.Option("--checkpoint/--no-checkpoint", help="Checkpoint torch fits after each epoch; a rerun resumes from the last one.")] = True,
+    checkpoint: Annotated[bool, typer.Option("--checkpoint/--no-checkpoint", metavar="", help="Checkpoint torch fits after each epoch; a rerun resumes from the last one.")] = True,
     early_stopping: Annotated[int, typer.Option(help="Patience in epochs on the validation metric inside each trial (0: off); the trial scores its best epoch.")] = 0,
 ) -> None:
     """Search hyperparameters on the validation split; keep the best config per dataset and model.
@@ -540,19 +551,19 @@ def experiment_cmd(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Comma-separated datasets.")],
     seeds: Annotated[str, typer.Option(help="Comma-separated model seeds (3 or more for the published tables).")] = "0,1,2",
     epochs: Annotated[int | None, typer.Option(help="Epochs for every model (default: each model's; a change is stated in the caption).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: MODEL.PARAM=VALUE (repeatable; stated in the caption).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="MODEL.PARAM=VALUE", help="Override a config value: MODEL.PARAM=VALUE (repeatable; stated in the caption).")] = None,
     values: Annotated[str | None, typer.Option(help="Run only these grid values (neg-ratio, embedding-size), e.g. 2,6,10.")] = None,
     protocol: Annotated[Protocol, typer.Option(help="sampled (the paper's) or both.")] = Protocol.sampled,
     out: Annotated[Path, typer.Option(help="Results folder: records under OUT/records, outputs under OUT/experiments/NAME (default ./runs).")] = Path("runs"),
-    force: Annotated[bool, typer.Option(help="Redo cells whose record exists.")] = False,
+    force: Annotated[bool, typer.Option(metavar="", help="Redo cells whose record exists.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     split_seed: Annotated[int, typer.Option(help="Seed of the split's candidate sampling.")] = 0,
     data_dir: Annotated[Path | None, typer.Option(help="Data cache (default: RECBENCH_HOME or the user cache).")] = None,
     threads: Annotated[int, typer.Option(help="torch intra-op threads on CPU (0: torch's default, one per core). 1 by default: with small batches, more threads wait on each other on a busy machine (results/bench/README.md).")] = 1,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help=JOBS_HELP)] = 1,
-    checkpoint: Annotated[bool, typer.Option("--checkpoint/--no-checkpoint", help="Checkpoint torch fits after each epoch; a rerun resumes from the last one.")] = True,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells (dataset, model, settings) and exit.")] = False,
-    no_fit: Annotated[bool, typer.Option("--no-fit", help="Fit nothing: build the table and figure from the records already there and list the missing cells in the caption.")] = False,
+    checkpoint: Annotated[bool, typer.Option("--checkpoint/--no-checkpoint", metavar="", help="Checkpoint torch fits after each epoch; a rerun resumes from the last one.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", metavar="", help="List the cells (dataset, model, settings) and exit.")] = False,
+    no_fit: Annotated[bool, typer.Option("--no-fit", metavar="", help="Fit nothing: build the table and figure from the records already there and list the missing cells in the caption.")] = False,
 ) -> None:
     """Run one of the paper's experiments; write its table, figure and README.
 
@@ -651,7 +662,7 @@ def diagnose_cmd(
     model: Annotated[str, typer.Argument(help="A correlation-attention model: opeci (and variants), cadncf, cadncf-mhsa, outer-mlp.")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset (fetched, or synthetic).")] = "synthetic",
     epochs: Annotated[int, typer.Option(help="Epochs to train before measuring (0: the fresh model).")] = 0,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: MODEL.PARAM=VALUE (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="MODEL.PARAM=VALUE", help="Override a config value: MODEL.PARAM=VALUE (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Model seed.")] = 0,
     items: Annotated[int, typer.Option(help="Fixed items the MLP's input is measured for.")] = 16,
     threads: Annotated[int, typer.Option(help="torch intra-op threads (0: torch's default).")] = 1,

@@ -143,3 +143,26 @@ def test_records_of_run_keep_their_keys(tiny_split, tmp_path: Path) -> None:
     ident = {k: d[k] for k in ("dataset", "split", "model", "config", "seed", "device", "eval_every", "early_stopping")}
     ident["tags"] = {}
     assert record_key(ident) == d["key"]
+
+
+def test_report_metric_bounds(tmp_path: Path) -> None:
+    runner.invoke(app, ["run", "--dataset", "synthetic", "--models", "itempop", "--out", str(tmp_path)])
+    zero = runner.invoke(app, ["report", "--results", str(tmp_path), "--metric", "hr@0"])
+    assert zero.exit_code == 2 and "K must be ≥ 1" in zero.output
+    big = runner.invoke(app, ["report", "--results", str(tmp_path), "--metric", "hr@500"])
+    assert big.exit_code == 2 and "100 candidates" in big.output
+    ok = runner.invoke(app, ["report", "--results", str(tmp_path), "--metric", "hr@99"])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_bench_refuses_negative_threads_in_one_line() -> None:
+    r = runner.invoke(app, ["bench", "--threads", "-1"])
+    assert r.exit_code == 2 and "--threads -1" in r.output and "Traceback" not in r.output
+
+
+def test_help_shows_flags_as_flags() -> None:
+    r = runner.invoke(app, ["experiment", "--help"], env={"COLUMNS": "160"})
+    assert r.exit_code == 0
+    line = next(ln for ln in r.output.splitlines() if "--dry-run" in ln)
+    assert "<bool>" not in line
+    assert "MODEL.PARAM=VALUE" in r.output

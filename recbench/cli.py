@@ -6,12 +6,15 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from recbench.models.base import ConfigError
+
+if TYPE_CHECKING:  # the runner imports torch lazily; the CLI starts without it
+    from recbench.runner import Cell, RunOptions
 
 app = typer.Typer(
     name="recbench",
@@ -177,6 +180,7 @@ def run(
     checkpoint: Annotated[bool, typer.Option("--checkpoint/--no-checkpoint", metavar="", help="Checkpoint torch fits after each epoch; a rerun resumes from the last one.")] = True,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N epochs.")] = 1,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Checkpoint folder (default OUT/.checkpoints; on a cluster, a path every node can reach).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", metavar="", help="List the cells with an estimated time from earlier records made on this CPU (in OUT and in ./results), fit nothing.")] = False,
 ) -> None:
     """Fit and evaluate every (dataset, model, seed) cell; one result record each, resumable."""
     from dataclasses import replace
@@ -233,6 +237,9 @@ def run(
             # every configuration check before the first fetch or write: a bad value writes nothing
             _check_run_options(out, opts.device)
             cells = plan_run(datasets, names, opts)  # every config resolved and range-checked
+            if dry_run:
+                _dry_run(cells, opts)
+                return
             _check_datasets(datasets, data_dir)
         with make_reporter(err) as reporter, _warnings_as_lines():
             records = execute(cells, opts, reporter, split_loader)
@@ -251,6 +258,45 @@ def run(
     if n_failed:
         err.print(f"[red]{n_failed} cell(s) failed; see the report[/red]")
         raise typer.Exit(1)
+
+
+def _dry_run(cells: list[Cell], opts: RunOptions) -> None:
+    """The cells, whether a record exists, and the time each would take on this machine."""
+    from rich.table import Table
+
+    from recbench.plan import estimate_seconds
+    from recbench.results import iter_records
+    from recbench.runner import hardware
+
+    past = [r for folder in dict.fromkeys([opts.out, Path("results")]) for r in iter_records(folder, with_ranks=False, warn=False)]
+    import json
+
+    from recbench.models.base import config_to_dict
+
+    def same_json(obj: object) -> str:
+        return json.dumps(obj, sort_keys=True, default=str)
+
+    done = {(r["dataset"], r["model"], r["seed"], r.data.get("split_info", {}).get("seed", 0), same_json(r["config"]))
+            for r in iter_records(opts.out, with_ranks=False, warn=False) if r.status == "ok"}
+    cpu = hardware()["cpu"]
+    table = Table(title=f"recbench run --dry-run: {len(cells)} cell(s) on {cpu}")
+    for col in ("dataset", "split", "model", "seed", "status", "estimate"):
+        table.add_column(col, justify="right" if col in ("seed", "estimate") else "left")
+    total, unknown = 0.0, 0
+    for c in cells:
+        key = (c.dataset, c.model, c.seed, c.split.seed, same_json(json.loads(same_json(config_to_dict(c.config)))))
+        est = None if key in done else estimate_seconds(c, past, cpu)
+        status = "record exists" if key in done else "to run"
+        if key not in done:
+            total += est[0] if est else 0.0
+            unknown += est is None
+        table.add_row(c.dataset, str(c.split.seed), c.model, str(c.seed), status,
+                      "—" if key in done else ("unknown" if est is None else f"{est[0]:,.0f} s" + ("" if est[1] == cpu else f" ({est[1]})")))
+    Console().print(table)
+    jobs = max(opts.jobs, 1)
+    Console().print(f"estimated {total / 3600:.2f} h of fitting ({total / jobs / 3600:.2f} h wall with --jobs {jobs})"
+                    + (f"; {unknown} cell(s) without an earlier record: unknown" if unknown else "")
+                    + "; a CPU named beside an estimate is the other machine it was measured on", highlight=False)
 
 
 def _default_datasets(data_dir: Path | None) -> list[str]:

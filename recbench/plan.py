@@ -225,3 +225,24 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"--set {item!r}: expected MODEL.PARAM=VALUE, e.g. ncf.learning_rate=0.005")
         out.setdefault(model.strip().lower(), {})[param.strip()] = value.strip()
     return out
+
+
+def estimate_seconds(cell: Cell, records: Sequence[Record], cpu: str) -> tuple[float, str] | None:
+    """``(seconds, CPU measured on)``: the expected wall time of ``cell`` from earlier records of
+    the same model on the same data set, those made on this CPU model if any (else on another,
+    which the second item names): the median of their s/epoch times the cell's epochs, plus their
+    median evaluation time (their fit time when the model has no epochs). None without a record."""
+    import numpy as np
+
+    mine = [r for r in records if r.status == "ok" and r["model"] == cell.model and r["dataset"] == cell.dataset]
+    same = [r for r in mine if (r.data.get("hardware") or {}).get("cpu") == cpu] or mine
+    if not same:
+        return None
+    measured_on = (same[0].data.get("hardware") or {}).get("cpu", "?")
+    timing = [r.data.get("timing") or {} for r in same]
+    evals = float(np.median([sum(v for k, v in t.items() if k.startswith("eval_")) for t in timing]))
+    per_epoch = [t["s_per_epoch"] for t in timing if "s_per_epoch" in t]
+    epochs = getattr(cell.config, "epochs", None)
+    if per_epoch and epochs:
+        return float(np.median(per_epoch)) * int(epochs) + evals, measured_on
+    return float(np.median([t.get("fit_s", 0.0) for t in timing])) + evals, measured_on

@@ -166,3 +166,17 @@ def test_help_shows_flags_as_flags() -> None:
     line = next(ln for ln in r.output.splitlines() if "--dry-run" in ln)
     assert "<bool>" not in line
     assert "MODEL.PARAM=VALUE" in r.output
+
+
+def test_run_dry_run_lists_cells_with_estimates(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["run", "--dataset", "synthetic", "--models", "ncf", "--set", "ncf.epochs=2", "--out", str(tmp_path)]).exit_code == 0
+    r = runner.invoke(app, ["run", "--dataset", "synthetic", "--models", "ncf,itempop", "--set", "ncf.epochs=4", "--seeds", "0",
+                            "--out", str(tmp_path), "--dry-run"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    ncf = next(ln for ln in r.output.splitlines() if "│ ncf" in ln)
+    assert "to run" in ncf and " s" in ncf.split("│")[-2]  # estimated from the 2-epoch record
+    assert "unknown" in next(ln for ln in r.output.splitlines() if "│ itempop" in ln)
+    assert "estimated" in r.output and len(list((tmp_path / "records").rglob("*.json"))) == 1  # nothing fitted
+    again = runner.invoke(app, ["run", "--dataset", "synthetic", "--models", "ncf", "--set", "ncf.epochs=2",
+                                "--out", str(tmp_path), "--dry-run"], env={"COLUMNS": "200"})
+    assert "record exists" in again.output

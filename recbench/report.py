@@ -715,8 +715,73 @@ def render(rep: Report, fmt: str, paper: bool = True) -> str:
     raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
 
 
+TABLE2_MODELS = ["itempop", "bpr", "dmf", "ncf", "cml", "cadncf", "opeci"]  # the paper's column order
+
+
+def table2_view(rep: Report) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """The paper's Table 2 layout, sampled protocol: ``(ours, paper, others, chosen)``.
+
+    ``ours``: rows (data set, metric), one column per Table-2 model, one configuration each
+    (the model at its defaults, else tuned, else the configuration with the most seeds; ``chosen``
+    maps each column to the configuration shown), cells ``mean ± std (seeds)``. ``paper``: the
+    paper's values in the same layout. ``others``: every other configuration and variant, long."""
+    s = rep.summary[rep.summary["protocol"] == "sampled"]
+    empty = pd.DataFrame()
+    if s.empty:
+        return empty, empty, empty, {}
+    chosen: dict[str, str] = {}
+    for m in TABLE2_MODELS:
+        labels = list(dict.fromkeys(s.loc[s["base_model"] == m, "model"]))
+        if not labels:
+            continue
+        seeds = {lab: int(s.loc[s["model"] == lab, "n_seeds"].max()) for lab in labels}
+        pick = m if m in labels else f"{m} (tuned)" if f"{m} (tuned)" in labels else max(labels, key=lambda lab: (seeds[lab], lab == labels[0]))
+        chosen[m] = pick
+
+    def cell(r: pd.Series) -> str:
+        sd = "" if pd.isna(r["std"]) else f" ± {r['std']:.3f}"
+        return f"{r['mean']:.3f}{sd} ({int(r['n_seeds'])})"
+
+    keys = list(dict.fromkeys(zip(s["dataset"], s["metric"], strict=True)))
+    rows, paper_rows = [], []
+    p = paper_table2()
+    for ds, met in keys:
+        row = {"Dataset": DATASET_LABELS.get(ds, ds), "Metric": met.upper()}
+        prow = dict(row)
+        for m, lab in chosen.items():
+            hit = s[(s["dataset"] == ds) & (s["metric"] == met) & (s["model"] == lab)]
+            row[m] = cell(hit.iloc[0]) if len(hit) else "—"
+            pv = p[(p["dataset"] == ds) & (p["metric"] == met) & (p["model"] == m)]["paper"]
+            prow[m] = f"{float(pv.iloc[0]):.3f}" if len(pv) else "—"
+        rows.append(row)
+        paper_rows.append(prow)
+    others = s[~s["model"].isin(chosen.values())]
+    other_rows = [{"Dataset": DATASET_LABELS.get(r["dataset"], r["dataset"]), "Metric": r["metric"].upper(),
+                   "Model": r["model"], "Mean ± std (seeds)": cell(r)} for _, r in others.iterrows()]
+    return pd.DataFrame(rows), pd.DataFrame(paper_rows), pd.DataFrame(other_rows), chosen
+
+
+def _table2_markdown(rep: Report) -> list[str]:
+    ours, paper, others, chosen = table2_view(rep)
+    if ours.empty:
+        return []
+    shown = "; ".join(f"{m} = {lab}" for m, lab in chosen.items() if lab != m)
+    parts = [
+        "### Table 2 (sampled protocol), as the paper lays it out\n\n"
+        "Mean ± std over model seeds (the number of seeds in parentheses); one configuration per model"
+        + (f" ({shown})" if shown else "") + ". The paper's values are in the next table; every other "
+        "configuration and variant after it; statistics and the full-ranking protocol below.\n",
+        _md(ours),
+        "\nThe paper's Table 2 (HR@10 / NDCG@10, sampled protocol):\n",
+        _md(paper),
+    ]
+    if not others.empty:
+        parts += ["\nOther configurations and variants (sampled protocol):\n", _md(others)]
+    return parts
+
+
 def _render_markdown(rep: Report, paper: bool) -> str:
-    parts = []
+    parts = _table2_markdown(rep) if paper else []
     for proto in rep.protocols:
         t = pivot(rep.summary, proto, paper and proto == "sampled", style=MD_STYLE)
         parts.append(f"### {proto_title(rep, proto)}\n\n{legend(rep, proto)} Best per row in bold.\n")
@@ -750,6 +815,23 @@ def tex_escape(s: str) -> str:
 
 def _render_latex(rep: Report) -> str:
     parts = []
+    ours, paper_t, _others, chosen = table2_view(rep)
+    if not ours.empty:  # the paper's layout, short names, one row of the paper's values per metric
+        rows = []
+        for (_, o), (_, pp) in zip(ours.iterrows(), paper_t.iterrows(), strict=True):
+            rows.append([tex_escape(o["Dataset"]), tex_escape(o["Metric"]), *[tex_escape_text(o[m]) for m in chosen]])
+            rows.append(["", "\\textit{paper}", *[pp[m] for m in chosen]])
+        head = " & ".join(["Dataset", "Metric", *[tex_escape(m) for m in chosen]])
+        body = "\n".join(" & ".join(r) + " \\\\" for r in rows)
+        shown = "; ".join(f"{tex_escape(m)}: {tex_escape(lab)}" for m, lab in chosen.items() if lab != m)
+        cap = tex_escape_text("HR@10 and NDCG@10, sampled protocol (99 negatives): mean ± std over model seeds "
+                              "(seeds in parentheses), the paper's Table 2 below each row.") + (f" Configurations: {shown}." if shown else "")
+        parts.append(
+            "\\begin{table}[t]\n\\centering\n\\small\n\\setlength{\\tabcolsep}{3pt}\n"
+            f"\\caption{{{cap}}}\n\\label{{tab:recbench-table2}}\n"
+            f"\\begin{{tabular}}{{ll{'c' * len(chosen)}}}\n\\toprule\n{head} \\\\\n\\midrule\n{body}\n\\bottomrule\n\\end{{tabular}}\n"
+            "\\end{table}\n"
+        )
     for proto in rep.protocols:
         sub = rep.summary[rep.summary["protocol"] == proto].copy()
         sub["model"] = sub["model"].map(tex_escape)

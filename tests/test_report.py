@@ -69,7 +69,7 @@ def test_markdown_marks_best(results: Path) -> None:
 
 def test_latex_is_balanced(results: Path) -> None:
     tex = render(build_report(results, ["hr@10"]), "latex")
-    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 2
+    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 3  # Table 2 view, sampled, full
     assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}")
     assert "\\toprule" in tex and "\\textbf{" in tex
 

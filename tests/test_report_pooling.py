@@ -94,3 +94,20 @@ def test_side_by_side_sorts_ranks_as_numbers() -> None:
                          "mean": 1.0 - k / 100, "std": 0.0})
     table = side_by_side(Report(summary=pd.DataFrame(rows), failed=[], protocols=["sampled", "full"]))
     assert list(table["Rank (sampled)"]) == [str(k) for k in range(1, 13)]
+
+
+def test_table2_view_one_configuration_per_model_and_paper_apart(tmp_path: Path) -> None:
+    from recbench.report import render, table2_view
+
+    _run(tmp_path, "--models", "itempop,bpr", "--set", "bpr.epochs=3", "--seeds", "0,1")
+    _run(tmp_path, "--models", "bpr", "--set", "bpr.epochs=2", "--seeds", "0")  # another configuration
+    rep = build_report(tmp_path, ["hr@10", "ndcg@10"])
+    ours, paper, others, chosen = table2_view(rep)
+    assert list(ours.columns) == ["Dataset", "Metric", "itempop", "bpr"]
+    assert chosen["bpr"] == "bpr[epochs=3]" and ours.iloc[0]["bpr"].endswith("(2)")  # the one with most seeds
+    assert list(others["Model"]) == ["bpr[epochs=2]", "bpr[epochs=2]"] and others.iloc[0]["Mean ± std (seeds)"].endswith("(1)")
+    assert (paper[["itempop", "bpr"]] == "—").all().all()  # the paper has no synthetic data
+    text = render(rep, "markdown")
+    assert text.startswith("### Table 2 (sampled protocol)") and "(paper" not in text.split("### Sampled protocol")[0]
+    latex = render(rep, "latex")
+    assert "\\toprule" in latex and "\\textit{paper}" in latex

@@ -15,13 +15,7 @@ from recbench.models.attention import CorrelationAttention, CorrelationHead
 FAST = CADNCFConfig(epochs=2, embedding_size=8, hidden=(32, 16), n_negatives=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """Tiny batches: one intra-op thread is faster, and immune to a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
 
 
 def test_defaults_and_structure() -> None:

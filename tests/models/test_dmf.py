@@ -15,13 +15,7 @@ from recbench.eval.metrics import summarize
 FAST = DMFConfig(epochs=2, hidden=(32,), embedding_size=16, n_negatives=2, learning_rate=1e-3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """Tiny batches: one intra-op thread is faster, and immune to a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
 
 
 def hr10(model, held) -> float:  # type: ignore[no-untyped-def]

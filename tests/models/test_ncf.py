@@ -16,13 +16,7 @@ from recbench.models.base import FitContext
 FAST = NCFConfig(epochs=2, batch_size=256, n_negatives=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """Tiny batches: one intra-op thread is faster, and immune to a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
 
 
 def hr10(model, held) -> float:  # type: ignore[no-untyped-def]

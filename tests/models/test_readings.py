@@ -24,12 +24,7 @@ from recbench.runner import RunOptions
 TINY_OPECI = {"embedding_size": 8, "d_k": 4, "d_v": 4, "mlp_hidden": "(16,)", "attention_hidden": 8, "epochs": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
 
 
 def _model(name: str, **sets):  # type: ignore[no-untyped-def]

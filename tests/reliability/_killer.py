@@ -27,7 +27,7 @@ def main(argv: list[str]) -> None:
 
     from recbench import results
 
-    original = results._atomic_write_bytes
+    original = results.write_bytes_atomic
     real_replace = os.replace
     seen = {"ranks": 0, "json": 0}
 
@@ -58,7 +58,7 @@ def main(argv: list[str]) -> None:
         original(path, data)
         die()
 
-    results._atomic_write_bytes = patched  # type: ignore[assignment]
+    results.write_bytes_atomic = patched  # type: ignore[assignment]
     from recbench.cli import app
 
     app(args=args, prog_name="recbench")

@@ -327,7 +327,7 @@ def _check_datasets(names: list[str], data_dir: Path | None) -> None:
 def report(
     results: Annotated[Path, typer.Option(help="Results folder (default ./runs, where `recbench run` writes; `--results results` for the published ones).")] = Path("runs"),
     format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.markdown,
-    metric: Annotated[str, typer.Option(help="Comma-separated metrics, e.g. hr,ndcg or hr@5,ndcg@20.")] = "hr,ndcg",
+    metric: Annotated[str, typer.Option(help="Comma-separated metrics: hr, ndcg, mrr, recall (= hr with one held-out item), precision; @K for the cut-off (default 10), e.g. hr@5,ndcg@20.")] = "hr,ndcg",
     paper: Annotated[bool, typer.Option("--paper/--no-paper", metavar="", help="Show the paper's numbers beside ours.")] = True,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
     reference: Annotated[str | None, typer.Option(help="Model every other is tested against (default: opeci when present).")] = None,
@@ -340,14 +340,17 @@ def report(
 
     Mean ± std and 95 % CI over seeds, paired tests against a reference model with Holm's
     correction, sampled vs full ranking with Kendall τ."""
+    from recbench.eval.metrics import parse_metric
     from recbench.report import render
 
     metrics = [m if "@" in m else f"{m}@10" for m in _csv(metric)]
     for m in metrics:
-        if m.split("@")[0] not in ("hr", "ndcg") or not m.split("@")[1].isdigit():
-            raise fail(f"unknown metric {m!r}; valid: hr@K, ndcg@K")
-        if int(m.split("@")[1]) < 1:
+        if m.split("@")[1].lstrip("-").isdigit() and int(m.split("@")[1]) < 1:
             raise fail(f"--metric {m}: K must be ≥ 1")
+        try:
+            parse_metric(m)
+        except ValueError as e:
+            raise fail(str(e)) from None
     if not (results / "records").exists() or not any((results / "records").rglob("*.json")):
         raise fail(f"no result records under {results}/records; run `recbench run` first")
     if test not in ("wilcoxon", "bootstrap"):

@@ -67,6 +67,25 @@ def _err(std: Sequence[float]) -> np.ndarray | None:
     return None if np.all(np.isnan(s)) else np.nan_to_num(s)
 
 
+MODEL_COLOURS_ORDER = [
+    "itempop", "bpr", "dmf", "ncf", "cml", "cadncf", "opeci", "opeci-res", "opeci-inner", "opeci-i",
+    "opeci-u", "opeci-iu", "cadncf-mhsa", "outer-mlp",
+]
+"""Every registered model, in the order that fixes its colour (a test checks it against the
+registry): one colour per model in every figure, whatever else the figure shows."""
+
+
+def model_colour(label: str) -> tuple[float, ...]:
+    """The colour of a model label: a fixed dark shade per registered model (its defaults), the
+    paired light shade for its other configurations; other names hashed into the rest."""
+    palette = [*matplotlib.colormaps["tab20"].colors, *matplotlib.colormaps["tab20b"].colors]
+    base = label.split("[")[0].split(" (")[0]
+    if base in MODEL_COLOURS_ORDER:
+        i = 2 * MODEL_COLOURS_ORDER.index(base) + (0 if label == base else 1)
+        return palette[i % len(palette)]
+    return palette[2 * len(MODEL_COLOURS_ORDER) + sum(map(ord, label)) % (len(palette) - 2 * len(MODEL_COLOURS_ORDER))]
+
+
 def grouped_bars(
     ax,
     groups: Sequence[str],
@@ -80,11 +99,10 @@ def grouped_bars(
     n_s = len(series)
     width = 0.8 / max(n_s, 1)
     x = np.arange(len(groups))
-    cmap = matplotlib.colormaps["tab10"]
     for k, s in enumerate(series):
         pos = x - 0.4 + width * (k + 0.5)
         ax.bar(pos, np.nan_to_num(mean[:, k]), width * 0.92, yerr=_err(std[:, k]), capsize=2.5,
-               color=cmap(k % 10), label=s, error_kw={"linewidth": 0.8})
+               color=model_colour(s), label=s, error_kw={"linewidth": 0.8})
         if paper is not None and not np.all(np.isnan(paper[:, k])):
             ax.scatter(pos, paper[:, k], marker="D", s=22, facecolor="white", edgecolor="black", linewidths=1.2, zorder=3,
                        label="paper")
@@ -155,14 +173,12 @@ def agreement_scatter(summary: pd.DataFrame, models: Sequence[str]) -> Figure | 
     datasets = list(dict.fromkeys(pairs["dataset"]))
     metrics = list(dict.fromkeys(pairs["metric"]))
     fig, axes = new_figure(len(datasets), len(metrics), panel=(4.0, 3.4))
-    cmap = matplotlib.colormaps["tab10"]
     for i, ds in enumerate(datasets):
         for j, met in enumerate(metrics):
             ax = axes[i, j]
             p = pairs[(pairs["dataset"] == ds) & (pairs["metric"] == met)]
             for _, r in p.iterrows():
-                k = list(models).index(r["model"]) if r["model"] in models else 0
-                ax.scatter(r["sampled"], r["full"], color=cmap(k % 10), label=r["model"], s=30, zorder=3)
+                ax.scatter(r["sampled"], r["full"], color=model_colour(r["model"]), label=r["model"], s=30, zorder=3)
                 ax.annotate(r["model"], (r["sampled"], r["full"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
             ax.margins(0.15)
             ax.set_title(f"{dataset_label(ds)} · {metric_label(met)}", fontsize=10)
@@ -209,17 +225,16 @@ def epoch_curves(curves: pd.DataFrame, metric: str, title: str) -> Figure:
     datasets = list(dict.fromkeys(curves["dataset"]))
     models = list(dict.fromkeys(curves["model"]))
     fig, axes = new_figure(1, len(datasets), panel=(4.4, 3.3))
-    cmap = matplotlib.colormaps["tab10"]
     for ax, ds in zip(axes[0], datasets, strict=True):
-        for k, mod in enumerate(models):
+        for mod in models:
             d = curves[(curves["dataset"] == ds) & (curves["model"] == mod)]
             if d.empty:
                 continue
             g = d.groupby("epoch")[metric].agg(["mean", "std", "count"]).reset_index()
-            ax.plot(g["epoch"], g["mean"], marker="o", markersize=3, color=cmap(k % 10), label=mod, linewidth=1.6)
+            ax.plot(g["epoch"], g["mean"], marker="o", markersize=3, color=model_colour(mod), label=mod, linewidth=1.6)
             if (g["count"] > 1).any():
                 ax.fill_between(g["epoch"], g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0),
-                                color=cmap(k % 10), alpha=0.2, linewidth=0)
+                                color=model_colour(mod), alpha=0.2, linewidth=0)
         ax.set_title(dataset_label(ds), fontsize=10)
         ax.set_xlabel("epoch", fontsize=9)
         ax.set_ylabel(f"{metric_label(metric)} (test, sampled)", fontsize=9)

@@ -111,3 +111,13 @@ def test_table2_view_one_configuration_per_model_and_paper_apart(tmp_path: Path)
     assert text.startswith("### Table 2 (sampled protocol)") and "(paper" not in text.split("### Sampled protocol")[0]
     latex = render(rep, "latex")
     assert "\\toprule" in latex and "\\textit{paper}" in latex
+
+
+def test_one_colour_per_model_in_every_figure() -> None:
+    from recbench.figures import MODEL_COLOURS_ORDER, model_colour
+    from recbench.registry import MODELS
+
+    assert set(MODEL_COLOURS_ORDER) == set(MODELS)
+    colours = [model_colour(m) for m in MODELS]
+    assert len(set(colours)) == len(colours)  # 14 models, 14 colours (tab10 had 10)
+    assert model_colour("ncf[epochs=2]") != model_colour("ncf") and model_colour("ncf (tuned)") == model_colour("ncf[epochs=2]")

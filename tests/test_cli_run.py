@@ -59,5 +59,5 @@ def test_report_without_records(tmp_path: Path) -> None:
 
 
 def test_report_bad_metric(tmp_path: Path) -> None:
-    r = runner.invoke(app, ["report", "--results", str(tmp_path), "--metric", "mrr"])
+    r = runner.invoke(app, ["report", "--results", str(tmp_path), "--metric", "auc"])  # (mrr is a metric now)
     assert r.exit_code == 2 and "hr@K" in r.output

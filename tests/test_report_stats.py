@@ -177,8 +177,10 @@ def test_latex_booktabs_bold_underline_caption(records: list[Record], tmp_path: 
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
     assert "\\textbf{" in tex and "\\underline{" in tex and "$^{\\dagger}$" in tex
     captions = re.findall(r"\\caption\{(.*)\}", tex)
-    assert len(captions) == 2 and all("dagger" in c and "Holm" in c for c in captions)
-    assert "Kendall $\\tau$" in captions[1]
+    table2, protocol_captions = captions[0], captions[1:]  # the Table 2 view, then one per protocol
+    assert "paper's Table 2" in table2
+    assert len(protocol_captions) == 2 and all("dagger" in c and "Holm" in c for c in protocol_captions)
+    assert "Kendall $\\tau$" in protocol_captions[1]
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex not installed: balanced-environment check only")
     doc = "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + tex + "\\end{document}\n"

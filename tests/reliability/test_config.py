@@ -113,7 +113,7 @@ def test_out_is_a_file(fault: Any, tmp_path: Path) -> None:
 
 
 REPORT_CASES: list[tuple[str, list[str], list[str]]] = [
-    ("report --metric not hr or ndcg", ["--metric", "mrr"], ["unknown metric 'mrr@10'", "hr@K", "ndcg@K"]),
+    ("report --metric not in the metric table", ["--metric", "auc"], ["unknown metric 'auc@10'", "hr@K", "ndcg@K"]),
     ("report --format not a known format", ["--format", "pdf"], ["'pdf'", "markdown", "csv", "latex", "json", "html"]),
     ("report on a folder without records", [], ["no result records", "recbench run"]),
 ]

@@ -60,7 +60,8 @@ def test_rerun_is_a_noop_and_force_rebuilds(tiny: Tiny) -> None:
     fetch("tiny", source=tiny.archive, progress=False)
     npz = _cache_dir() / "interactions.npz"
     before = npz.stat().st_mtime_ns, npz.stat().st_ino
-    fetch("tiny", source=tiny.archive, progress=False)
+    with pytest.warns(DatasetWarning, match="already cached; --from .* was not read"):
+        fetch("tiny", source=tiny.archive, progress=False)
     fetch("tiny", progress=False)  # valid cache: no network needed
     assert (npz.stat().st_mtime_ns, npz.stat().st_ino) == before
     fetch("tiny", source=tiny.archive, force=True, progress=False)

@@ -4,7 +4,7 @@
 # are skipped), and a fit killed half way resumes from its last per-epoch checkpoint. Run again
 # in a later session to go on where it stopped:
 #
-#   nohup bash benchmarks/issue13.sh opeci > runs/issue13-opeci.log 2>&1 &
+#   mkdir -p runs && nohup bash benchmarks/issue13.sh opeci > runs/issue13-opeci.log 2>&1 &
 #   nohup bash benchmarks/issue13.sh rest  > runs/issue13-rest.log 2>&1 &
 #
 # Reductions (stated in results/README.md beside the numbers): tuning trials are capped at 5

@@ -273,7 +273,7 @@ def _dry_run(cells: list[Cell], opts: RunOptions) -> None:
 
     from recbench.models.base import config_to_dict
 
-    def same_json(obj: object) -> str:
+    def same_json(obj: object) -> str:  # a config as a record stores it (tuples become lists)
         return json.dumps(obj, sort_keys=True, default=str)
 
     done = {(r["dataset"], r["model"], r["seed"], r.data.get("split_info", {}).get("seed", 0), same_json(r["config"]))
@@ -284,7 +284,7 @@ def _dry_run(cells: list[Cell], opts: RunOptions) -> None:
         table.add_column(col, justify="right" if col in ("seed", "estimate") else "left")
     total, unknown = 0.0, 0
     for c in cells:
-        key = (c.dataset, c.model, c.seed, c.split.seed, same_json(json.loads(same_json(config_to_dict(c.config)))))
+        key = (c.dataset, c.model, c.seed, c.split.seed, same_json(config_to_dict(c.config)))
         est = None if key in done else estimate_seconds(c, past, cpu)
         status = "record exists" if key in done else "to run"
         if key not in done:

@@ -35,7 +35,7 @@ import numpy as np
 from recbench.data.types import Split
 from recbench.eval import metrics as M
 from recbench.eval.evaluator import PROTOCOLS, evaluate
-from recbench.models.base import ConfigError, FitContext, Model, apply_overrides, config_to_dict
+from recbench.models.base import ConfigError, FitContext, Model, apply_overrides, config_to_dict, identity_config
 from recbench.registry import get_model_class
 from recbench.results import (
     Record,
@@ -273,7 +273,7 @@ def cell_identity(split: Split, cell: Cell, device: str) -> dict[str, Any]:
         "dataset": split.dataset,
         "split": split.fingerprint,
         "model": cell.model,
-        "config": config_to_dict(cell.config),
+        "config": identity_config(cell.config),
         "seed": cell.seed,
         "device": device,
         "eval_every": cell.eval_every,

@@ -95,8 +95,9 @@ class CorrelationAttention(nn.Module):
         v = v.reshape(b, d, h, self.d_v).transpose(1, 2)
         return q, k, v
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Q, K, V ``[B, H, d, ·]`` (after the sigmoid) → ``O``: ``[B, d, d]``."""
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, project: bool = True) -> torch.Tensor:
+        """Q, K, V ``[B, H, d, ·]`` (after the sigmoid) → ``O``: ``[B, d, d]``, or, with
+        ``project=False``, ``concat_h(O_h)`` (``[B, d, H·d_v]``, before ``W^O``)."""
         if q.dtype == torch.bfloat16 and q.device.type == "cpu":
             # PyTorch's CPU flash kernel is slow in bf16; batched matmuls are fast there
             # Q, K ∈ (0, 1)^{d_k} after the sigmoid, so the scores lie in (0, √d_k): exp needs no
@@ -117,7 +118,7 @@ class CorrelationAttention(nn.Module):
             o = F.scaled_dot_product_attention(q, k, v)  # [B, H, d, d_v], scale 1/√d_k
         b, d = o.shape[0], self.d
         o = o.transpose(1, 2).reshape(b, d, self.n_heads * self.d_v)  # concat over heads
-        return self.w_o(o)
+        return self.w_o(o) if project else o
 
     @staticmethod
     def _low_precision() -> torch.dtype | None:
@@ -133,10 +134,11 @@ class CorrelationAttention(nn.Module):
         return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.d_k), dim=-1)
 
     # ------------------------------------------------------------------ the paths
-    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``O`` for ``M = h zᵀ``; ``h``, ``z``: ``[B, d]`` → ``[B, d, d]``."""
+    def forward(self, h: torch.Tensor, z: torch.Tensor, project: bool = True) -> torch.Tensor:
+        """``O`` for ``M = h zᵀ``; ``h``, ``z``: ``[B, d]`` → ``[B, d, d]`` (``project=False``:
+        before ``W^O``, see :meth:`_attend`)."""
         if not self.rank_one:
-            return self.forward_matrix(h.unsqueeze(2) * z.unsqueeze(1))
+            return self.forward_matrix(h.unsqueeze(2) * z.unsqueeze(1), project)
         b, hh = h.shape[0], self.n_heads
         zw = z.float() @ self.w_qkv  # [B, H(2d_k+d_v)] = zᵀ W for every projection and head
         out = self._low_precision() or h.dtype
@@ -149,18 +151,18 @@ class CorrelationAttention(nn.Module):
             qk = rank_one_sigmoid(h.float(), zw[:, : 2 * hk].reshape(b, 2 * hh, self.d_k), out)
             q, k = qk.split(hh, dim=1)
             v = rank_one_sigmoid(h.float(), zw[:, 2 * hk :].reshape(b, hh, self.d_v), out)
-        return self._attend(q, k, v)
+        return self._attend(q, k, v, project)
 
-    def forward_matrix(self, m: torch.Tensor) -> torch.Tensor:
+    def forward_matrix(self, m: torch.Tensor, project: bool = True) -> torch.Tensor:
         """``O`` for a general ``M``: ``[B, d, d]`` → ``[B, d, d]``."""
         x = torch.sigmoid(m @ self.w_qkv)
-        return self._attend(*self._heads(x.to(self._low_precision() or x.dtype)))
+        return self._attend(*self._heads(x.to(self._low_precision() or x.dtype)), project)
 
-    def forward_diagonal(self, s: torch.Tensor) -> torch.Tensor:
+    def forward_diagonal(self, s: torch.Tensor, project: bool = True) -> torch.Tensor:
         """``O`` for a diagonal ``M = diag(s)``, ``s``: ``[B, d]`` (``opeci-inner``):
         ``diag(s) W`` scales row r of W by ``s_r``, again with no ``d×d×k`` product."""
         x = torch.sigmoid(s.unsqueeze(2) * self.w_qkv)
-        return self._attend(*self._heads(x.to(self._low_precision() or x.dtype)))
+        return self._attend(*self._heads(x.to(self._low_precision() or x.dtype)), project)
 
 
 class _RankOneSigmoid(torch.autograd.Function):
@@ -212,12 +214,26 @@ class CorrelationHead(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)
 
-    def forward(self, o: torch.Tensor) -> torch.Tensor:
+    def forward(self, o: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
         """``o``: ``[B, d, d]`` → logits ``[B]``. Under autocast the Linear layers run in low
-        precision; batch norm and the output always see float32."""
+        precision; batch norm and the output always see float32. ``first`` replaces the first
+        Linear's weight (a folded ``W^O``, :meth:`fold`; ``o`` is then ``concat_h(O_h)``)."""
         x = o.reshape(o.shape[0], -1)
-        for layer in self.mlp:
-            x = layer(x)
+        for n, layer in enumerate(self.mlp):
+            if n == 0 and first is not None:
+                assert isinstance(layer, nn.Linear)
+                x = F.linear(x, first, layer.bias)
+            else:
+                x = layer(x)
             if isinstance(layer, nn.Linear):
                 x = x.float()
         return x.squeeze(-1)
+
+    def fold(self, w_o: nn.Linear) -> torch.Tensor:
+        """The first Linear's weight with ``W^O`` folded in (exact: nothing nonlinear lies
+        between them): ``W1 vec(C W^Oᵀ) = W1' vec(C)`` with
+        ``W1'[n, r, k] = Σ_c W1[n, r, c] W^O[c, k]``. Scoring then skips the ``d × H·d_v × d``
+        product per pair (14% of the multiply-adds with the defaults)."""
+        w1 = self.mlp[0].weight  # [n, d·d]
+        d = w_o.weight.shape[0]
+        return (w1.view(w1.shape[0], -1, d) @ w_o.weight).reshape(w1.shape[0], -1)

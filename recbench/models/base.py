@@ -159,6 +159,18 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def identity_config(config: Any) -> dict[str, Any]:
+    """The config as part of a record's key: every field except those marked
+    ``metadata={"execution": True}`` (how a result is computed, not which: fast paths that
+    compute the same function with other float rounding), so that adding such a switch keeps
+    every earlier record's key."""
+    out = config_to_dict(config)
+    for f in dataclasses.fields(config):
+        if f.metadata.get("execution"):
+            out.pop(f.name, None)
+    return out
+
+
 def config_diff(config: Any) -> dict[str, Any]:
     """The fields of ``config`` that differ from its class's defaults."""
     defaults = type(config)()

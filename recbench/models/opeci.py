@@ -101,7 +101,7 @@ start/end); ``score_matrix`` batches the block over (user, item) pairs from the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -141,6 +141,9 @@ class OPECIConfig:
     embedding_init: Literal["normal", "xavier"] = "normal"
     embedding_std: float = 1.0  # σ of the "normal" init of user, item and opinion embeddings
     block: Literal["paper", "residual"] = "paper"
+    # execution only (the same function, other float rounding; not part of a record's key):
+    loo_aggregation: bool = field(default=True, metadata={"execution": True})
+    fold_output: bool = field(default=True, metadata={"execution": True})
 
 
 # ----------------------------------------------------------------------------- neighbourhoods
@@ -162,10 +165,13 @@ class Neighbourhoods:
         self.indptr = torch.from_numpy(m.indptr.astype(np.int64))
         self.nbr = torch.from_numpy(m.indices.astype(np.int64))
         self.rating = torch.from_numpy(r_idx.astype(np.int64))
-        self.n_nodes = m.shape[0]
+        self.n_nodes, self.n_other = m.shape
+        # (node, neighbour) as one sorted int64 key per CSR entry, for :meth:`locate`
+        rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+        self.keys = torch.from_numpy(rows * m.shape[1] + m.indices.astype(np.int64))
 
     def to(self, device: torch.device) -> Neighbourhoods:
-        for k in ("indptr", "nbr", "rating"):
+        for k in ("indptr", "nbr", "rating", "keys"):
             setattr(self, k, getattr(self, k).to(device))
         return self
 
@@ -176,6 +182,16 @@ class Neighbourhoods:
         offset = (torch.rand(len(nodes), device=nodes.device) * counts).long()
         pick = start + torch.minimum(offset, (counts - 1).clamp_min(0))
         return torch.where(counts > 0, self.nbr[pick.clamp_max(max(len(self.nbr) - 1, 0))], -1)
+
+    def locate(self, nodes: torch.Tensor, nbrs: torch.Tensor) -> torch.Tensor:
+        """Offset of neighbour ``nbrs[k]`` within node ``nodes[k]``'s sorted list (−1 where
+        ``nbrs[k]`` is −1 or not a neighbour)."""
+        if len(self.keys) == 0:
+            return torch.full_like(nodes, -1)
+        want = nodes * self.n_other + nbrs.clamp_min(0)
+        pos = torch.searchsorted(self.keys, want).clamp_max(len(self.keys) - 1)
+        found = (nbrs >= 0) & (self.keys[pos] == want)
+        return torch.where(found, pos - self.indptr[nodes], -1)
 
     def gather(
         self,
@@ -252,6 +268,18 @@ class Aggregator(nn.Module):
         table = opinion.index_select(0, keys % n_r) * other.index_select(0, keys // n_r)
         return table, inv
 
+    def scores(
+        self, table: torch.Tensor, inv: torch.Tensor, own: torch.Tensor, seg: torch.Tensor
+    ) -> torch.Tensor:
+        """The attention network's score ``α*`` of each neighbour row, ``[N]``."""
+        d = table.shape[1]
+        w = self.w1.weight
+        # W_1 [x ⊕ p] = W_1x x + W_1p p: W_1x x once per distinct x, W_1p p once per segment
+        pre = (table @ w[:, :d].T).index_select(0, inv) + (
+            own @ w[:, d:].T + self.w1.bias
+        ).index_select(0, seg)
+        return self.w2(F.relu(pre)).squeeze(-1)
+
     def weights(
         self,
         table: torch.Tensor,
@@ -264,14 +292,7 @@ class Aggregator(nn.Module):
         if self.mode == "mean":
             counts = torch.bincount(seg, minlength=n_seg).clamp_min(1).to(table.dtype)
             return 1.0 / counts.index_select(0, seg)
-        d = table.shape[1]
-        w = self.w1.weight
-        # W_1 [x ⊕ p] = W_1x x + W_1p p: W_1x x once per distinct x, W_1p p once per segment
-        pre = (table @ w[:, :d].T).index_select(0, inv) + (
-            own @ w[:, d:].T + self.w1.bias
-        ).index_select(0, seg)
-        scores = self.w2(F.relu(pre)).squeeze(-1)
-        return segment_softmax(scores, seg, n_seg)
+        return segment_softmax(self.scores(table, inv, own, seg), seg, n_seg)
 
     def forward(
         self,
@@ -290,6 +311,58 @@ class Aggregator(nn.Module):
         agg = torch.zeros(n_seg, table.shape[1], dtype=table.dtype, device=table.device)
         agg = agg.index_add(0, seg, alpha.unsqueeze(1) * table.index_select(0, inv))
         return F.relu(self.out(agg))
+
+    def forward_leave_one_out(
+        self,
+        other: torch.Tensor,
+        opinion: torch.Tensor,
+        nbr: torch.Tensor,
+        rating: torch.Tensor,
+        own: torch.Tensor,
+        seg: torch.Tensor,
+        pair_seg: torch.Tensor,
+        drop_row: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Factors of pairs, each its node's neighbourhood with at most one row dropped, from one
+        pass over the full neighbourhoods of the distinct nodes (``own``, ``seg`` as in
+        :meth:`forward`): ``pair_seg`` [P] is each pair's node (index into ``own``),
+        ``drop_row`` [P] the flat row (index into ``nbr``) it drops, −1 for none.
+
+        With ``e_a = exp(α*_a − max)`` (1 for mean aggregation), ``S = Σ e_a x_a`` and
+        ``Z = Σ e_a`` over the full neighbourhood, dropping row x gives exactly
+        ``(S − e_x x_x) / (Z − e_x)``: the softmax over the remaining rows. The subtractions
+        cancel digits where x held most of the weight or most of the sum, so pairs with
+        ``α_x > 1/2`` or ``‖e_x x_x‖ > ‖S − e_x x_x‖`` are flagged (second output, [P] bool) for
+        the caller to recompute directly (the others' error is at most ~2× a plain sum's); a
+        neighbourhood left empty aggregates to zero, as in :meth:`forward`."""
+        n_seg = own.shape[0]
+        table, inv = self.opinion_table(other, opinion, nbr, rating)
+        x = table.index_select(0, inv)
+        if self.mode == "mean":
+            e = torch.ones(len(seg), dtype=table.dtype, device=table.device)
+        else:
+            sc = self.scores(table, inv, own, seg)
+            with torch.no_grad():
+                smax = torch.full((n_seg,), float("-inf"), dtype=sc.dtype, device=sc.device)
+                smax = smax.scatter_reduce(0, seg, sc, reduce="amax", include_self=True)
+            e = torch.exp(sc - smax.index_select(0, seg))
+        big_s = torch.zeros(n_seg, x.shape[1], dtype=x.dtype, device=x.device).index_add(
+            0, seg, e.unsqueeze(1) * x
+        )
+        big_z = torch.zeros(n_seg, dtype=x.dtype, device=x.device).index_add(0, seg, e)
+        has = drop_row >= 0
+        row = drop_row.clamp_min(0)
+        e_x = torch.where(has, e.index_select(0, row), 0.0) if len(e) else torch.zeros_like(
+            pair_seg, dtype=x.dtype
+        )
+        x_x = x.index_select(0, row) if len(e) else x.new_zeros(len(pair_seg), x.shape[1])
+        z = big_z.index_select(0, pair_seg)
+        num = big_s.index_select(0, pair_seg) - e_x.unsqueeze(1) * x_x
+        den = z - e_x
+        agg = torch.where((den > 0).unsqueeze(1), num / den.clamp_min(1e-30).unsqueeze(1), 0.0)
+        with torch.no_grad():  # cancellation: at most ~2× the rounding error of a plain sum
+            unstable = (e_x > 0.5 * z) | (e_x * x_x.norm(dim=1) > num.norm(dim=1))
+        return F.relu(self.out(agg)), unstable
 
 
 # ----------------------------------------------------------------------------- the module
@@ -394,6 +467,8 @@ class OPECIModule(nn.Module):
                 u_other = i_other = torch.full_like(users, -1)
             u_ex = torch.where(pos, items, u_other)
             i_ex = torch.where(pos, users, i_other)
+            if self.cfg.loo_aggregation and k is None:
+                return self.excluded_factors("user", users, u_ex), self.excluded_factors("item", items, i_ex)
             uk, uinv = torch.unique(users * (self.n_items + 1) + u_ex + 1, return_inverse=True)
             ik, iinv = torch.unique(items * (self.n_users + 1) + i_ex + 1, return_inverse=True)
             h = self.user_factors(uk // (self.n_items + 1), uk % (self.n_items + 1) - 1, k)
@@ -405,6 +480,34 @@ class OPECIModule(nn.Module):
             z = self.item_factors(ii, None, k)
         # index_select, not h[inv]: its backward (index_add) is deterministic with threads
         return h.index_select(0, uinv), z.index_select(0, iinv)
+
+    def excluded_factors(self, side: str, nodes: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
+        """Factors of ``nodes`` [P], each with neighbour ``exclude`` [P] (−1: none) dropped, by
+        the leave-one-out identity (:meth:`Aggregator.forward_leave_one_out`): one aggregation
+        per distinct node instead of one per distinct (node, dropped neighbour) key. Pairs
+        whose dropped neighbour held more than half the attention are recomputed directly
+        (:meth:`user_factors` / :meth:`item_factors` with ``exclude``), exactly as the
+        reference path computes every pair."""
+        nbrs = self.user_nbrs if side == "user" else self.item_nbrs
+        own_w, other_w = (
+            (self.user_emb.weight, self.item_emb.weight) if side == "user" else (self.item_emb.weight, self.user_emb.weight)
+        )
+        agg = self.user_agg if side == "user" else self.item_agg
+        distinct, pair_seg = torch.unique(nodes, return_inverse=True)
+        seg, nbr, rating = nbrs.gather(distinct)
+        counts = nbrs.indptr[distinct + 1] - nbrs.indptr[distinct]
+        seg_start = torch.cumsum(counts, 0) - counts
+        offset = nbrs.locate(nodes, exclude)
+        drop_row = torch.where(offset >= 0, seg_start.index_select(0, pair_seg) + offset, -1)
+        own = own_w.index_select(0, distinct)
+        out, unstable = agg.forward_leave_one_out(
+            other_w, self.opinion.weight, nbr, rating, own, seg, pair_seg, drop_row
+        )
+        redo = unstable.nonzero().squeeze(1)
+        if len(redo):
+            direct = self.user_factors if side == "user" else self.item_factors
+            out = out.index_copy(0, redo, direct(nodes.index_select(0, redo), exclude.index_select(0, redo)))
+        return out
 
     # ------------------------------------------------------------------ scoring
     def low_precision(self, device: torch.device) -> bool:
@@ -432,11 +535,23 @@ class OPECIModule(nn.Module):
             o = self.norm((self.correlation(h, z) + o).float())
         return o
 
-    def interact(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Logits for factor pairs ``[B, d]``."""
+    def interact(self, h: torch.Tensor, z: torch.Tensor, folded: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for factor pairs ``[B, d]``. ``folded``: the head's first weight with ``W^O``
+        folded in (:meth:`CorrelationHead.fold`, the paper's block only), skipping ``W^O``."""
+        if folded is not None:
+            inner = self.cfg.interaction == "inner"
+            c = self.block.forward_diagonal(h * z, project=False) if inner else self.block(h, z, project=False)
+            return self.head(c, first=folded).float()
         low = self.training and self.low_precision(h.device)
         with torch.autocast(h.device.type, dtype=torch.bfloat16, enabled=low):
             return self.head(self.attended(h, z)).float()
+
+    def folded_weight(self) -> torch.Tensor | None:
+        """The head's first weight with ``W^O`` folded in, where that is exact (the paper's
+        block: nothing between ``W^O`` and the MLP); ``None`` otherwise."""
+        if not self.cfg.fold_output or self.norm is not None:
+            return None
+        return self.head.fold(self.block.w_o)
 
     def pair_inputs(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(h, z)`` per pair with full neighbourhoods (inference; for :mod:`recbench.diagnose`)."""
@@ -471,12 +586,14 @@ class OPECI(TorchModel):
     def __init__(self, config: OPECIConfig | None = None) -> None:
         super().__init__(config)
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._folded: torch.Tensor | None = None  # the folded W^O, with the factor cache
 
     def build_module(self, train: TrainData) -> nn.Module:
         return OPECIModule(self.config, train)
 
     def invalidate_cache(self) -> None:
         self._cache = None
+        self._folded = None
 
     def after_epoch(self, train: TrainData, rng: np.random.Generator) -> None:
         if self.config.precise_bn_batches > 0:
@@ -536,13 +653,14 @@ class OPECI(TorchModel):
             )
             m.train(was_training)
             self._cache = (h, z)
+            self._folded = m.folded_weight()
         return self._cache
 
     @torch.no_grad()
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         assert isinstance(self.module, OPECIModule)
         h, z = self.factors()
-        return self.module.interact(h[users], z[items])
+        return self.module.interact(h[users], z[items], self._folded)
 
     def _score_matrix(self, users: np.ndarray) -> np.ndarray:
         """Every item for each user, from the cached factors, the block batched over pairs."""

@@ -1,0 +1,149 @@
+"""OPECI's exact savings (issue 17) against the direct computation they replace: the
+leave-one-out aggregation of training pairs and the ``W^O`` fold at inference."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from recbench.data.types import TrainData
+from recbench.models.base import apply_overrides, identity_config
+from recbench.models.opeci import OPECI, OPECIModule
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
+
+SMALL = {"embedding_size": 8, "mlp_hidden": (16, 8), "batch_size": 64, "n_negatives": 2, "precision": "fp32"}
+
+
+def random_train(rng: np.random.Generator, n_users: int = 40, n_items: int = 50, n: int = 500) -> TrainData:
+    """A random rating graph with a user of one rating and an item of one rater (both edge
+    cases of the identity: dropping the only neighbour leaves an empty neighbourhood)."""
+    u = rng.integers(0, n_users - 1, n)
+    i = rng.integers(0, n_items - 1, n)
+    keys = np.unique(u * n_items + i)
+    u, i = keys // n_items, keys % n_items
+    u = np.append(u, [n_users - 1, 0])  # user n_users-1: one rating; item n_items-1: one rater
+    i = np.append(i, [0, n_items - 1])
+    r = rng.integers(1, 6, len(u)).astype(np.float32)
+    return TrainData(users=u.astype(np.int32), items=i.astype(np.int32), ratings=r, n_users=n_users,
+                     n_items=n_items, rating_values=(1.0, 2.0, 3.0, 4.0, 5.0))
+
+
+def twins(train: TrainData, **over: object) -> tuple[OPECIModule, OPECIModule]:
+    """The fast and the direct module, with identical weights."""
+    torch.manual_seed(0)
+    cfg = apply_overrides(OPECI.Config(), {**SMALL, **over})
+    fast = OPECIModule(cfg, train)
+    slow = OPECIModule(dataclasses.replace(cfg, loo_aggregation=False), train)
+    slow.load_state_dict(fast.state_dict())
+    fast.train()
+    slow.train()
+    return fast, slow
+
+
+def batch(train: TrainData, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training pairs (dropping their own target) and random pairs (dropping a random
+    neighbour), including the single-neighbour user and item."""
+    pos = rng.choice(len(train.users), 60, replace=False)
+    users = np.concatenate([train.users[pos], rng.integers(0, train.n_users, 60), [train.n_users - 1]])
+    items = np.concatenate([train.items[pos], rng.integers(0, train.n_items, 60), [0]])
+    return torch.from_numpy(users.astype(np.int64)), torch.from_numpy(items.astype(np.int64))
+
+
+@pytest.mark.parametrize("mode", ["attention", "mean"])
+def test_leave_one_out_factors_and_gradients_match_the_direct_path(rng: np.random.Generator, mode: str) -> None:
+    train = random_train(rng)
+    fast, slow = twins(train, user_aggregation=mode, item_aggregation=mode)
+    users, items = batch(train, rng)
+    out = {}
+    for name, m in (("fast", fast), ("slow", slow)):
+        torch.manual_seed(1)  # the same random neighbours dropped for the negatives
+        h, z = m.pair_factors(users, items)
+        (h.square().sum() + (z * torch.arange(z.shape[1])).sum()).backward()
+        out[name] = (h.detach(), z.detach())
+    for a, b in zip(out["fast"], out["slow"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    scale = max(float(p.grad.abs().max()) for p in slow.parameters() if p.grad is not None)
+    for (name, p), q in zip(fast.named_parameters(), slow.parameters(), strict=True):
+        if q.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+def test_leave_one_out_falls_back_where_the_dropped_neighbour_dominates(rng: np.random.Generator) -> None:
+    """A neighbour holding > 1/2 of the attention is recomputed directly: those pairs are
+    bit-identical to the direct path, and no pair's factor is a cancellation artefact."""
+    train = random_train(rng)
+    fast, slow = twins(train)
+    with torch.no_grad():  # make item 3 dominate every user's attention
+        fast.item_emb.weight[3] *= 50
+        slow.item_emb.weight[3] *= 50
+    users = torch.from_numpy(train.users[train.items == 3].astype(np.int64))
+    items = torch.full_like(users, 3)
+    n = users
+    table_share = []
+    for u in n.tolist():
+        seg, nbr, r = fast.user_nbrs.gather(torch.tensor([u]))
+        table, inv = fast.user_agg.opinion_table(fast.item_emb.weight, fast.opinion.weight, nbr, r)
+        alpha = fast.user_agg.weights(table, inv, fast.user_emb.weight[[u]], seg, 1)
+        table_share.append(float(alpha[nbr == 3].sum().detach()))
+    assert max(table_share) > 0.5  # the fallback is exercised
+    with torch.no_grad():
+        h_fast = fast.excluded_factors("user", users, items)
+        h_slow = slow.user_factors(users, items)
+    dominated = torch.tensor(table_share) > 0.5
+    assert torch.equal(h_fast[dominated], h_slow[dominated])
+    torch.testing.assert_close(h_fast, h_slow, rtol=1e-5, atol=1e-6)
+
+
+def test_training_losses_match_over_steps(rng: np.random.Generator) -> None:
+    train = random_train(rng)
+    losses = {}
+    for loo in (True, False):
+        cfg = apply_overrides(OPECI.Config(), {**SMALL, "epochs": 1, "loo_aggregation": loo, "precise_bn_batches": 0})
+        m = OPECI(cfg)
+        seen: list[float] = []
+        orig = m.batch_loss
+
+        def record(*args: object, _orig=orig, _seen=seen) -> torch.Tensor:
+            loss = _orig(*args)
+            _seen.append(float(loss.detach()))
+            return loss
+
+        m.batch_loss = record  # type: ignore[method-assign]
+        torch.manual_seed(0)
+        m.fit(train, np.random.default_rng(0))
+        losses[loo] = seen
+    assert len(losses[True]) == len(losses[False]) >= 5
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+
+
+@pytest.mark.parametrize("interaction", ["outer", "inner"])
+def test_folded_output_projection_scores_like_the_unfolded_head(rng: np.random.Generator, interaction: str) -> None:
+    train = random_train(rng)
+    scores = {}
+    for fold in (True, False):
+        cfg = apply_overrides(OPECI.Config(), {**SMALL, "epochs": 1, "fold_output": fold, "interaction": interaction})
+        m = OPECI(cfg)
+        torch.manual_seed(0)
+        m.fit(train, np.random.default_rng(0))
+        assert (m._folded is not None) == fold or m._cache is None
+        scores[fold] = m.score_matrix(np.arange(train.n_users))
+    np.testing.assert_allclose(scores[True], scores[False], rtol=1e-4, atol=1e-5)
+    assert (np.argsort(-scores[True], axis=1)[:, :5] == np.argsort(-scores[False], axis=1)[:, :5]).mean() > 0.99
+
+
+def test_residual_block_is_never_folded() -> None:
+    train = random_train(np.random.default_rng(0))
+    torch.manual_seed(0)
+    mod = OPECIModule(apply_overrides(OPECI.Config(), {**SMALL, "block": "residual"}), train)
+    assert mod.folded_weight() is None
+
+
+def test_execution_switches_are_not_part_of_a_record_key() -> None:
+    cfg = OPECI.Config()
+    fast_off = dataclasses.replace(cfg, loo_aggregation=False, fold_output=False)
+    assert identity_config(cfg) == identity_config(fast_off)
+    assert "loo_aggregation" not in identity_config(cfg) and "rank_one" in identity_config(cfg)

@@ -35,7 +35,13 @@ import numpy as np
 from recbench.data.types import Split
 from recbench.eval import metrics as M
 from recbench.eval.evaluator import PROTOCOLS, evaluate
-from recbench.models.base import ConfigError, FitContext, Model, apply_overrides, config_to_dict, identity_config
+from recbench.models.base import (
+    ConfigError,
+    FitContext,
+    Model,
+    apply_overrides,
+    identity_config,
+)
 from recbench.registry import get_model_class
 from recbench.results import (
     Record,

@@ -41,7 +41,8 @@ import torch
 from torch import nn
 
 from recbench.data.types import TrainData
-from recbench.training import TorchModel
+from recbench.models.sampling import Batches, pairwise_batches
+from recbench.models.torch import TorchModel
 
 
 @dataclass(frozen=True)
@@ -94,20 +95,27 @@ class CML(TorchModel):
 
     name: ClassVar[str] = "cml"
     Config: ClassVar[type] = CMLConfig
-    sampling = "pairwise"
 
     def build_module(self, train: TrainData) -> nn.Module:
         cfg = self.config
         return CMLModule(train.n_users, train.n_items, cfg.embedding_size, cfg.clip_norm)
 
+    def batches(self, train: TrainData, rng: np.random.Generator) -> Batches:
+        """Pairwise: batches of positives, each with ``n_negatives`` (U) sampled negatives."""
+        return pairwise_batches(
+            train,
+            rng,
+            batch_size=int(self.config.batch_size),
+            n_negatives=int(self.config.n_negatives),
+            device=self.device,
+        )
+
     def batch_loss(
-        self,
-        users: torch.Tensor,
-        items: torch.Tensor,
-        targets: torch.Tensor,
-        negatives: torch.Tensor | None = None,
+        self, users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
     ) -> torch.Tensor:
-        assert negatives is not None and isinstance(self.module, CMLModule)
+        """Weighted hinge on the nearest of each positive's U negatives, plus the covariance
+        penalty (``targets`` are all 1 and unused)."""
+        assert isinstance(self.module, CMLModule)
         cfg = self.config
         u = self.module.user(users)  # [B, d]
         p = self.module.item(items)  # [B, d]

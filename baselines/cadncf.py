@@ -30,7 +30,7 @@ before the MLP. Readings, one class (``gate``), each a registered name:
 
 Defaults and where we chose them: ``d_k = d_v = 16`` (``cadncf-mhsa``); Adam, learning rate
 1e-3, batch 256, 6 negatives, ``reg = 0`` (the paper's λ‖θ‖² on the summed loss when set, see
-:class:`recbench.training.TorchModel`), 20 epochs — OPECI's stated settings. Embeddings are
+:class:`recbench.models.torch.TorchModel`), 20 epochs — OPECI's stated settings. Embeddings are
 initialised N(0, ``init_std``²): 0.01 (NCF's convention; the batch norm after the MLP's first
 layer makes the gate and the floor insensitive to the scale of M) for ``cadncf`` and
 ``outer-mlp``; 1.0 for ``cadncf-mhsa``, whose sigmoids would otherwise all start at 0.5. Scores are the
@@ -42,12 +42,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
 from recbench.data.types import TrainData
 from recbench.models.attention import CorrelationAttention, CorrelationHead
-from recbench.training import TorchModel
+from recbench.models.sampling import Batches, pointwise_batches, rating_targets
+from recbench.models.torch import TorchModel
 
 
 @dataclass(frozen=True)
@@ -141,14 +143,22 @@ class CADNCF(TorchModel):
     name: ClassVar[str] = "cadncf"
     Config: ClassVar[type] = CADNCFConfig
     revision: ClassVar[int] = 2  # the attention-gate reading (revision 1: today's cadncf-mhsa)
-    sampling = "pointwise"
-    target = "nce"
-    output = "logit"
     inference_batch: ClassVar[int] = 4096  # a pair holds several d×d intermediates
     cpu_inference_batch: ClassVar[int] = 4096
 
     def build_module(self, train: TrainData) -> nn.Module:
         return CADNCFModule(train.n_users, train.n_items, self.config)
+
+    def batches(self, train: TrainData, rng: np.random.Generator) -> Batches:
+        """Pointwise, with target ``rating / max(R)`` for a positive."""
+        return pointwise_batches(
+            train,
+            rng,
+            batch_size=int(self.config.batch_size),
+            n_negatives=int(self.config.n_negatives),
+            device=self.device,
+            positive_targets=rating_targets(train),
+        )
 
 
 class CADNCFMHSA(CADNCF):

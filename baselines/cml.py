@@ -1,8 +1,8 @@
 """CML (Hsieh, Yang, Cui, Lin, Belongie and Estrin, "Collaborative Metric Learning", WWW 2017).
 
 Users and items are points in one Euclidean space (dimension ``embedding_size`` = 64); the score
-of a pair is minus their squared distance. For every training positive (i, j) the loop samples U
-(``n_negatives`` = 20) items the user has not interacted with, and the loss (eq. 4–6) is
+of a pair is minus their squared distance. For every training positive (i, j) each epoch samples U
+(``n_negatives`` = 20, the pairwise scheme of :mod:`recbench.models.sampling`) items the user has not interacted with, and the loss (eq. 4–6) is
 
     w_ij · [m + d(i, j)² − d(i, k)²]_+        with k the closest of the U negatives,
     w_ij = log(1 + ⌊J · M / U⌋),              J = n_items, M = #negatives inside the margin,
@@ -41,7 +41,8 @@ import torch
 from torch import nn
 
 from recbench.data.types import TrainData
-from recbench.training import TorchModel
+from recbench.models.sampling import Batches, pairwise_batches
+from recbench.models.torch import TorchModel
 
 
 @dataclass(frozen=True)
@@ -94,20 +95,27 @@ class CML(TorchModel):
 
     name: ClassVar[str] = "cml"
     Config: ClassVar[type] = CMLConfig
-    sampling = "pairwise"
 
     def build_module(self, train: TrainData) -> nn.Module:
         cfg = self.config
         return CMLModule(train.n_users, train.n_items, cfg.embedding_size, cfg.clip_norm)
 
+    def batches(self, train: TrainData, rng: np.random.Generator) -> Batches:
+        """Pairwise: batches of positives, each with ``n_negatives`` (U) sampled negatives."""
+        return pairwise_batches(
+            train,
+            rng,
+            batch_size=int(self.config.batch_size),
+            n_negatives=int(self.config.n_negatives),
+            device=self.device,
+        )
+
     def batch_loss(
-        self,
-        users: torch.Tensor,
-        items: torch.Tensor,
-        targets: torch.Tensor,
-        negatives: torch.Tensor | None = None,
+        self, users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
     ) -> torch.Tensor:
-        assert negatives is not None and isinstance(self.module, CMLModule)
+        """Weighted hinge on the nearest of each positive's U negatives, plus the covariance
+        penalty (``targets`` are all 1 and unused)."""
+        assert isinstance(self.module, CMLModule)
         cfg = self.config
         u = self.module.user(users)  # [B, d]
         p = self.module.item(items)  # [B, d]

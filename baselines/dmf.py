@@ -50,7 +50,8 @@ import torch
 from torch import nn
 
 from recbench.data.types import TrainData
-from recbench.training import TorchModel
+from recbench.models.sampling import Batches, pointwise_batches, rating_targets
+from recbench.models.torch import TorchModel, bce_on_probabilities
 
 COS_MIN = 1e-6
 
@@ -214,9 +215,6 @@ class DMF(TorchModel):
 
     name: ClassVar[str] = "dmf"
     Config: ClassVar[type] = DMFConfig
-    sampling = "pointwise"
-    target = "nce"
-    output = "prob"  # the base class's loss clamps the top at 1 - 1e-7
     factor_chunk: ClassVar[int] = 4096
 
     def __init__(self, config: Any | None = None) -> None:
@@ -226,6 +224,23 @@ class DMF(TorchModel):
     def build_module(self, train: TrainData) -> nn.Module:
         cfg = self.config
         return DMFModule(train, (*cfg.hidden, cfg.embedding_size), cfg.init_std)
+
+    def loss(self, pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The normalised cross-entropy of eq. 14 on the (clamped) cosine."""
+        return bce_on_probabilities(pred, targets)
+
+    def batches(self, train: TrainData, rng: np.random.Generator) -> Batches:
+        """Pointwise, with target ``rating / max(R)`` for a positive (optionally grouped)."""
+        cfg = self.config
+        return pointwise_batches(
+            train,
+            rng,
+            batch_size=int(cfg.batch_size),
+            n_negatives=int(cfg.n_negatives),
+            device=self.device,
+            positive_targets=rating_targets(train),
+            grouped=bool(cfg.group_negatives),
+        )
 
     def invalidate_cache(self) -> None:
         self._factors = None

@@ -41,7 +41,7 @@ from torch import nn
 
 from recbench.data.types import TrainData
 from recbench.models.base import ConfigError, FitContext
-from recbench.training import TorchModel
+from recbench.models.torch import TorchModel
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,6 @@ class NCF(TorchModel):
 
     name: ClassVar[str] = "ncf"
     Config: ClassVar[type] = NCFConfig
-    sampling = "pointwise"
-    target = "bce"
-    output = "logit"
     branches: ClassVar[str] = "neumf"
 
     def __init__(self, config: Any | None = None) -> None:

@@ -15,6 +15,7 @@ Variants: the default (rank-one path, bf16 autocast where the CPU has native bf1
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import statistics
@@ -63,14 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         m.module.load_state_dict(ref_state)
         m.module.train()
     first = next(iter(models.values()))
-    inst = first.epoch_instances(train, np.random.default_rng(1))
     bs = first.config.batch_size
     n_batches = args.steps
-    batches = [
-        (torch.from_numpy(inst.users[s : s + bs]), torch.from_numpy(inst.items[s : s + bs]),
-         torch.from_numpy(inst.targets[s : s + bs]))
-        for s in range(0, n_batches * bs, bs)
-    ]
+    epoch = first.batches(train, np.random.default_rng(1))
+    samples_per_epoch = epoch.total
+    batches = list(itertools.islice(epoch, n_batches))
     # same function: the loss of one batch, from the same random state (a negative's dropped
     # neighbours are drawn in batch_loss)
     losses = {}
@@ -100,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     for name, v in per_round.items():
         med = statistics.median(v)
-        sec = len(inst.users) / med
+        sec = samples_per_epoch / med
         rows.append({"variant": name, "samples_per_s": v, "median": med, "ratio_to_default": ratios[name],
                      "s_per_epoch": sec, "loss_batch0": losses[name]})
         print(f"| {name} | {med:,.0f} | {ratios[name]:.2f}× | {sec:,.0f} | {losses[name]:.5f} |")
@@ -113,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         path = args.out / f"opeci-paths-{args.dataset}-{stamp}.json"
         rec = {"command": ["python", "benchmarks/opeci_paths.py", *(argv or sys.argv[1:])], "dataset": args.dataset,
-               "threads": args.threads, "batch_size": bs, "samples_per_epoch": len(inst.users), "rows": rows,
+               "threads": args.threads, "batch_size": bs, "samples_per_epoch": samples_per_epoch, "rows": rows,
                "paths_agree": same, "load": list(__import__("os").getloadavg())}
         path.write_text(json.dumps(rec, indent=1) + "\n")
         print(f"wrote {path}")

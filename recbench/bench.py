@@ -135,7 +135,7 @@ def _median(values: Sequence[float]) -> float | None:
 
 
 def _torch_device(device: str) -> Any:
-    from recbench.training import resolve_device
+    from recbench.models.torch import resolve_device
 
     return resolve_device(device)
 
@@ -209,7 +209,7 @@ def _one_batch(model: Any, split: Split, rng: np.random.Generator) -> tuple[tupl
     (1 + negatives) for pairwise ones)."""
     import torch
 
-    from recbench.training import sample_negatives
+    from recbench.models.sampling import sample_negatives
 
     train = split.train
     bs = int(model.config.batch_size)

@@ -21,7 +21,8 @@ from recbench import bench
 from recbench.data import leave_one_out, make_synthetic
 from recbench.data.types import Split, TrainData
 from recbench.models.base import ConfigError, FitContext
-from recbench.training import TorchModel
+from recbench.models.sampling import Batches, pairwise_batches
+from recbench.models.torch import TorchModel
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_SH = ROOT / "benchmarks" / "gpu.sh"
@@ -88,9 +89,11 @@ def test_flops_of_a_linear_model_match_the_hand_count(split: Split) -> None:
 
 def test_flops_of_a_pairwise_batch_count_every_negative(split: Split) -> None:
     class TinyPair(Tiny):
-        sampling = "pairwise"
+        def batches(self, train: TrainData, rng: np.random.Generator) -> Batches:
+            cfg = self.config
+            return pairwise_batches(train, rng, batch_size=cfg.batch_size, n_negatives=cfg.n_negatives, device=self.device)
 
-        def batch_loss(self, users, items, targets, negatives=None):  # type: ignore[override]
+        def batch_loss(self, users, items, targets, negatives):  # type: ignore[override]
             pos = self.forward(users, items)
             neg = self.forward(users.repeat_interleave(negatives.shape[1]), negatives.reshape(-1))
             return torch.nn.functional.softplus(neg.view_as(negatives) - pos[:, None]).mean()

@@ -13,8 +13,8 @@ The model, as the paper defines it (d the embedding size, σ = ReLU):
 2. **Correlation matrix** ``M = h_i z_jᵀ``.
 3. **Multi-head self-attention over the rows of M** and 4. **an MLP with batch normalisation**
    (:mod:`recbench.models.attention`), ``ŷ = sigmoid(MLP(flatten(O)))``; the module returns the
-   logit and the shared loop applies the sigmoid inside the normalised cross-entropy
-   (``target = "nce"``: ``rating / max(R)`` for a positive, 0 for a sampled negative).
+   logit and the loss applies the sigmoid inside the normalised cross-entropy (pointwise
+   batches with target ``rating / max(R)`` for a positive, 0 for a sampled negative).
 
 Decisions the paper leaves open, each behind a config switch (numbers measured on synthetic
 data shaped like ml-100k and on the ``small_split`` fixture; see the closing note of issue 5):
@@ -55,7 +55,7 @@ data shaped like ml-100k and on the ``small_split`` fixture; see the closing not
   unit standard deviation on random pairs of the training graph (a fixed nominal 1/√d gave
   0.273 against 0.337 on the synthetic fixture, d = 8).
 - ``reg = 0.001`` is the paper's λ of eq. 20, a penalty λ‖θ‖² on all parameters added to the
-  loss summed over the batch (:class:`recbench.training.TorchModel`); revision 1 applied λ as
+  loss summed over the batch (:class:`recbench.models.torch.TorchModel`); revision 1 applied λ as
   Adam's weight decay on the mean loss, 256× stronger.
 - ``precise_bn_batches = 50``: after each epoch the head's batch-norm statistics are re-estimated
   as plain averages over 50 fresh training batches with the final weights (Wu & Johnson's
@@ -101,6 +101,7 @@ start/end); ``score_matrix`` batches the block over (user, item) pairs from the 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -112,7 +113,8 @@ from torch import nn
 
 from recbench.data.types import TrainData
 from recbench.models.attention import CorrelationAttention, CorrelationHead
-from recbench.training import TorchModel
+from recbench.models.sampling import Batches, pointwise_batches, rating_targets
+from recbench.models.torch import TorchModel
 
 
 @dataclass(frozen=True)
@@ -577,8 +579,6 @@ class OPECI(TorchModel):
     name: ClassVar[str] = "opeci"
     Config: ClassVar[type] = OPECIConfig
     revision: ClassVar[int] = 2  # the paper's L2 scale and small embedding init (issue 13)
-    target: ClassVar[Literal["bce", "nce"]] = "nce"
-    output: ClassVar[Literal["logit", "prob"]] = "logit"
     inference_batch: ClassVar[int] = 4096
     cpu_inference_batch: ClassVar[int] = 4096
     factor_chunk: ClassVar[int] = 4096  # nodes per chunk when computing all factors
@@ -590,6 +590,17 @@ class OPECI(TorchModel):
 
     def build_module(self, train: TrainData) -> nn.Module:
         return OPECIModule(self.config, train)
+
+    def batches(self, train: TrainData, rng: np.random.Generator) -> Batches:
+        """Pointwise, with target ``rating / max(R)`` for a positive."""
+        return pointwise_batches(
+            train,
+            rng,
+            batch_size=int(self.config.batch_size),
+            n_negatives=int(self.config.n_negatives),
+            device=self.device,
+            positive_targets=rating_targets(train),
+        )
 
     def invalidate_cache(self) -> None:
         self._cache = None
@@ -607,19 +618,14 @@ class OPECI(TorchModel):
         ``n_batches`` fresh training batches with the final weights (no update of weights)."""
         m = self.module
         assert isinstance(m, OPECIModule)
-        inst = self.epoch_instances(train, rng)
-        bs = int(self.config.batch_size)
-        n = min(len(inst.users), n_batches * bs)
         bns = [b for b in m.modules() if isinstance(b, nn.BatchNorm1d)]
         saved = [b.momentum for b in bns]
         for b in bns:
             b.reset_running_stats()
             b.momentum = None  # cumulative average
         m.train()
-        users = torch.from_numpy(inst.users[:n]).to(self.device)
-        items = torch.from_numpy(inst.items[:n]).to(self.device)
-        for s in range(0, n - 1, bs):
-            m(users[s : s + bs], items[s : s + bs])
+        for users, items, _ in itertools.islice(self.batches(train, rng), n_batches):
+            m(users, items)
         for b, mom in zip(bns, saved, strict=True):
             b.momentum = mom
         m.eval()

@@ -11,6 +11,8 @@ from recbench.data.types import Split
 from recbench.eval.evaluator import sampled_ranks
 from recbench.eval.metrics import summarize
 from recbench.models.attention import CorrelationAttention, CorrelationHead
+from recbench.models.sampling import pointwise_instances
+from recbench.models.trainer import Trainer
 
 FAST = CADNCFConfig(epochs=2, embedding_size=8, hidden=(32, 16), n_negatives=2)
 
@@ -27,7 +29,8 @@ def test_defaults_and_structure() -> None:
         1e-3,
         256,
     )
-    assert CADNCF.target == "nce" and CADNCF.output == "logit"
+    # binary cross-entropy of logits (normalised targets: test_rating_targets_in_every_nce_model)
+    assert float(CADNCF().loss(torch.zeros(1), torch.ones(1))) == pytest.approx(np.log(2))
     mod = CADNCFModule(5, 7, CADNCFConfig(embedding_size=8, hidden=(16,), gate="mhsa"))
     assert isinstance(mod.attention, CorrelationAttention) and mod.attention.n_heads == 1
     assert isinstance(mod.head, CorrelationHead)
@@ -53,12 +56,13 @@ def test_few_steps_lower_the_loss(tiny_split: Split) -> None:
     m.fit(tiny_split.train, np.random.default_rng(0))
     assert m.module is not None
     m.module.train()
-    opt = m.optimizer()
-    inst = m.epoch_instances(tiny_split.train, np.random.default_rng(1))
+    trainer = Trainer(m)
+    trainer.opt = m.optimizer()
+    inst = pointwise_instances(tiny_split.train, np.random.default_rng(1), m.config.n_negatives)
     u, i, y = (torch.from_numpy(a[:512]) for a in (inst.users, inst.items, inst.targets))
     first = float(m.batch_loss(u, i, y).detach())
     for _ in range(30):
-        m._step(opt, m.batch_loss(u, i, y), 1, 0)
+        trainer.step(m.batch_loss(u, i, y))
     assert float(m.batch_loss(u, i, y).detach()) < first - 0.02
 
 

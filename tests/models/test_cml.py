@@ -13,6 +13,7 @@ from baselines.itempop import ItemPop
 from recbench.data.types import Split
 from recbench.eval.evaluator import sampled_ranks
 from recbench.eval.metrics import summarize
+from recbench.models.trainer import Trainer
 
 FAST = CMLConfig(epochs=2, embedding_size=16, n_negatives=5, batch_size=128)
 
@@ -27,7 +28,6 @@ def hr10(model, held) -> float:  # type: ignore[no-untyped-def]
 def test_defaults_follow_the_paper() -> None:
     c = CMLConfig()
     assert (c.embedding_size, c.margin, c.n_negatives, c.clip_norm) == (64, 0.5, 20, 1.0)
-    assert CML.sampling == "pairwise"
 
 
 def test_score_is_minus_squared_distance() -> None:
@@ -93,7 +93,8 @@ def test_few_steps_lower_the_loss(tiny_split: Split) -> None:
     m = CML(CMLConfig(epochs=0, embedding_size=16, n_negatives=5, learning_rate=0.01))
     m.fit(tiny_split.train, np.random.default_rng(0))
     assert m.module is not None
-    opt = m.optimizer()
+    trainer = Trainer(m)
+    trainer.opt = m.optimizer()
     g = torch.Generator().manual_seed(1)
     k = torch.randint(0, len(tiny_split.train), (256,), generator=g)
     u = torch.from_numpy(tiny_split.train.users.astype(np.int64))[k]
@@ -101,7 +102,7 @@ def test_few_steps_lower_the_loss(tiny_split: Split) -> None:
     negs = torch.randint(0, m.n_items, (256, 5), generator=g)
     first = float(m.batch_loss(u, i, torch.ones(256), negs).detach())
     for _ in range(30):
-        m._step(opt, m.batch_loss(u, i, torch.ones(256), negs), 1, 0)
+        trainer.step(m.batch_loss(u, i, torch.ones(256), negs))
     assert float(m.batch_loss(u, i, torch.ones(256), negs).detach()) < 0.8 * first
 
 

@@ -11,6 +11,8 @@ from baselines.itempop import ItemPop
 from recbench.data.types import Split, TrainData
 from recbench.eval.evaluator import sampled_ranks
 from recbench.eval.metrics import summarize
+from recbench.models.sampling import pointwise_instances
+from recbench.models.trainer import Trainer
 
 FAST = DMFConfig(epochs=2, hidden=(32,), embedding_size=16, n_negatives=2, learning_rate=1e-3)
 
@@ -43,7 +45,10 @@ def test_defaults_follow_the_paper() -> None:
         1e-4,
         256,
     )
-    assert DMF.target == "nce" and DMF.output == "prob"
+    # cross-entropy of probabilities (the cosine), clamped (normalised targets:
+    # test_rating_targets_in_every_nce_model)
+    assert float(DMF().loss(torch.full((1,), 0.5), torch.ones(1))) == pytest.approx(np.log(2))
+    assert np.isfinite(float(DMF().loss(torch.ones(1), torch.zeros(1))))
 
 
 def test_gather_returns_the_sparse_rows() -> None:
@@ -103,12 +108,13 @@ def test_few_steps_lower_the_loss(tiny_split: Split) -> None:
     m.fit(tiny_split.train, np.random.default_rng(0))
     assert m.module is not None
     m.module.train()
-    opt = m.optimizer()
-    inst = m.epoch_instances(tiny_split.train, np.random.default_rng(1))
+    trainer = Trainer(m)
+    trainer.opt = m.optimizer()
+    inst = pointwise_instances(tiny_split.train, np.random.default_rng(1), m.config.n_negatives)
     u, i, y = (torch.from_numpy(a[:512]) for a in (inst.users, inst.items, inst.targets))
     first = float(m.batch_loss(u, i, y).detach())
     for _ in range(30):
-        m._step(opt, m.batch_loss(u, i, y), 1, 0)
+        trainer.step(m.batch_loss(u, i, y))
     assert float(m.batch_loss(u, i, y).detach()) < first - 0.02
 
 

@@ -12,6 +12,9 @@ from recbench.data.types import Split
 from recbench.eval.evaluator import sampled_ranks
 from recbench.eval.metrics import summarize
 from recbench.models.base import FitContext
+from recbench.models.sampling import pointwise_instances
+from recbench.models.torch import TorchModel
+from recbench.models.trainer import Trainer
 
 FAST = NCFConfig(epochs=2, batch_size=256, n_negatives=2)
 
@@ -27,7 +30,8 @@ def test_defaults_follow_the_paper() -> None:
     c = NCFConfig()
     assert (c.embedding_size, c.mlp_layers, c.n_negatives) == (8, (64, 32, 16, 8), 4)
     assert (c.learning_rate, c.batch_size, c.pretrain, c.alpha) == (1e-3, 256, False, 0.5)
-    assert NCF.target == "bce" and NCF.sampling == "pointwise"
+    # pointwise batches with 0/1 targets, binary cross-entropy of logits
+    assert NCF.batches is TorchModel.batches and NCF.loss is TorchModel.loss
 
 
 @pytest.mark.parametrize("branches", ["gmf", "mlp", "neumf"])
@@ -54,12 +58,13 @@ def test_few_steps_lower_the_loss(tiny_split: Split) -> None:
     m.fit(tiny_split.train, np.random.default_rng(0))
     assert m.module is not None
     m.module.train()
-    opt = m.optimizer()
-    inst = m.epoch_instances(tiny_split.train, np.random.default_rng(1))
+    trainer = Trainer(m)
+    trainer.opt = m.optimizer()
+    inst = pointwise_instances(tiny_split.train, np.random.default_rng(1), m.config.n_negatives)
     u, i, y = (torch.from_numpy(a[:512]) for a in (inst.users, inst.items, inst.targets))
     first = float(m.batch_loss(u, i, y).detach())
     for _ in range(30):
-        m._step(opt, m.batch_loss(u, i, y), 1, 0)
+        trainer.step(m.batch_loss(u, i, y))
     assert float(m.batch_loss(u, i, y).detach()) < first - 0.05
 
 

@@ -250,12 +250,10 @@ def fitted(split: Split, seed: int = 0, **over: object) -> OPECI:
 def test_a_few_steps_lower_the_loss(tiny_split: Split) -> None:
     m = OPECI(apply_overrides(OPECI.Config(), {**FAST, "learning_rate": 0.01}))
     m.n_users, m.n_items = tiny_split.n_users, tiny_split.n_items
-    m.max_rating = tiny_split.train.max_rating
     torch.manual_seed(0)
     m.module = m.build_module(tiny_split.train)
     opt = m.optimizer()
-    inst = m.epoch_instances(tiny_split.train, np.random.default_rng(0))
-    u, i, t = (torch.from_numpy(a[:256]) for a in (inst.users, inst.items, inst.targets))
+    u, i, t = next(m.batches(tiny_split.train, np.random.default_rng(0)))
     losses = []
     for _ in range(30):
         loss = m.batch_loss(u, i, t)

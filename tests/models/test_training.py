@@ -1,7 +1,9 @@
-"""The shared PyTorch training loop: sampling, targets, the NaN guard, early stopping, seeding."""
+"""The shared PyTorch training loop (:class:`Trainer`) and the sampling schemes: sampling,
+targets, batches, the NaN guard, early stopping, seeding."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -12,8 +14,17 @@ from torch import nn
 
 from recbench.data.types import Split, TrainData
 from recbench.models.base import FitContext, ModelError
+from recbench.models.sampling import (
+    Batches,
+    pairwise_batches,
+    pointwise_batches,
+    pointwise_instances,
+    rating_targets,
+    sample_negatives,
+)
+from recbench.models.torch import TorchModel
+from recbench.models.trainer import Trainer
 from recbench.registry import MODELS
-from recbench.training import TorchModel, sample_negatives
 
 
 @dataclass(frozen=True)
@@ -53,30 +64,40 @@ class Toy(TorchModel):
         self.fit_train = train
         return ToyModule(train.n_users, train.n_items, self.config.embedding_size)
 
-    def batch_loss(self, users, items, targets, negatives=None):  # type: ignore[no-untyped-def]
-        self.seen.append(
-            (
-                users.numpy().copy(),
-                items.numpy().copy(),
-                targets.numpy().copy(),
-                None if negatives is None else negatives.numpy().copy(),
-            )
+    def batch_loss(self, users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        self.seen.append((users.numpy().copy(), items.numpy().copy(), targets.numpy().copy(), None))
+        return super().batch_loss(users, items, targets)
+
+
+class ToyNCE(Toy):
+    def batches(self, train: TrainData, rng: np.random.Generator) -> Batches:
+        cfg = self.config
+        return pointwise_batches(
+            train,
+            rng,
+            batch_size=cfg.batch_size,
+            n_negatives=cfg.n_negatives,
+            device=self.device,
+            positive_targets=rating_targets(train),
         )
-        if negatives is None:
-            return super().batch_loss(users, items, targets)
+
+
+class ToyPairwise(Toy):
+    def batches(self, train: TrainData, rng: np.random.Generator) -> Batches:
+        cfg = self.config
+        return pairwise_batches(train, rng, batch_size=cfg.batch_size, n_negatives=cfg.n_negatives, device=self.device)
+
+    def batch_loss(  # type: ignore[override]
+        self, users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
+    ) -> torch.Tensor:
+        self.seen.append(
+            (users.numpy().copy(), items.numpy().copy(), targets.numpy().copy(), negatives.numpy().copy())
+        )
         pos = self.forward(users, items)
         neg = self.forward(
             users.unsqueeze(1).expand_as(negatives).reshape(-1), negatives.reshape(-1)
         )
         return -torch.nn.functional.logsigmoid(pos.unsqueeze(1) - neg.view(negatives.shape)).mean()
-
-
-class ToyNCE(Toy):
-    target = "nce"
-
-
-class ToyPairwise(Toy):
-    sampling = "pairwise"
 
 
 def _seen(model: Toy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,16 +161,9 @@ def test_pointwise_epoch_instances_and_bce_targets(tiny_split: Split, n_neg: int
     assert np.abs(counts - n_neg * train.user_counts).max() <= 1
 
 
-@dataclass(frozen=True)
-class GroupedConfig(ToyConfig):
-    group_negatives: bool = True
-
-
 def test_grouped_instances_put_each_positive_before_its_negatives(tiny_split: Split) -> None:
     train = tiny_split.train
-    m = Toy(GroupedConfig(n_negatives=3))
-    m.max_rating = train.max_rating
-    inst = m.epoch_instances(train, np.random.default_rng(0))
+    inst = pointwise_instances(train, np.random.default_rng(0), 3, grouped=True)
     assert len(inst.users) == 4 * len(train)
     users, items, targets = (a.reshape(-1, 4) for a in (inst.users, inst.items, inst.targets))
     assert (users == users[:, :1]).all()  # one user per group
@@ -255,6 +269,82 @@ def test_early_stopping_without_test_evaluation(tiny_split: Split) -> None:
     Toy(ToyConfig(epochs=5)).fit(tiny_split.train, np.random.default_rng(0), ctx)
     assert calls == ["validation", "validation"]
     assert ctx.history[-1]["best_epoch"] == 1
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+@pytest.mark.parametrize(("cls", "per_sample"), [(Toy, 1), (ToyPairwise, 1 + 3)])
+def test_batches_count_samples_and_progress(tiny_split: Split, cls: type[Toy], per_sample: int) -> None:
+    """A pointwise sample is an instance; a pairwise one a positive or a negative."""
+    train = tiny_split.train
+    progress: list[tuple[int, int]] = []
+    ctx = FitContext(on_batch=lambda done, total: progress.append((done, total)))
+    m = cls(ToyConfig(epochs=1, n_negatives=3, batch_size=50))
+    m.fit(train, np.random.default_rng(0), ctx)
+    n = sum(len(s[0]) for s in m.seen) * per_sample
+    assert ctx.history[0]["samples"] == n
+    assert progress[-1] == (n, n) and len(progress) == len(m.seen)
+    assert all(a[0] < b[0] for a, b in itertools.pairwise(progress))
+
+
+def test_a_new_sampling_scheme_is_just_a_batches_method(tiny_split: Split) -> None:
+    """No class variable, no change to the loop: ``batches`` yields what ``batch_loss`` takes."""
+
+    class PositivesOnly(Toy):
+        def batches(self, train: TrainData, rng: np.random.Generator) -> Batches:
+            perm = torch.from_numpy(rng.permutation(len(train)))
+            users = torch.from_numpy(train.users.astype(np.int64))[perm]
+            items = torch.from_numpy(train.items.astype(np.int64))[perm]
+            ones = torch.ones(len(train))
+            parts = (((users[s : s + 64], items[s : s + 64], ones[s : s + 64]), len(users[s : s + 64])) for s in range(0, len(train), 64))
+            return Batches(parts, len(train))
+
+    train = tiny_split.train
+    m = PositivesOnly(ToyConfig(epochs=1))
+    ctx = FitContext()
+    m.fit(train, np.random.default_rng(0), ctx)
+    users, items, targets = _seen(m)
+    assert len(users) == len(train) == ctx.history[0]["samples"]
+    assert train.contains(users, items).all() and (targets == 1).all()
+
+
+def test_trainer_step_guards_against_a_non_finite_loss(tiny_split: Split) -> None:
+    m = Toy(ToyConfig(epochs=0))
+    m.fit(tiny_split.train, np.random.default_rng(0))
+    trainer = Trainer(m)
+    trainer.opt = m.optimizer()
+    with pytest.raises(ModelError, match="toy: loss is nan at epoch 2, batch 5"):
+        trainer.step(torch.tensor(float("nan"), requires_grad=True), 2, 5)
+
+
+def test_legacy_sampling_view_for_bench(tiny_split: Split) -> None:
+    """``sampling`` and ``epoch_instances`` stay readable until ``bench._one_batch`` draws
+    ``next(model.batches(...))``; they follow ``batch_loss`` and ``batches``."""
+    train = tiny_split.train
+    assert Toy().sampling == "pointwise" and ToyPairwise().sampling == "pairwise"
+    assert MODELS["cml"]().sampling == "pairwise" and MODELS["dmf"]().sampling == "pointwise"
+    m = ToyNCE(ToyConfig(n_negatives=2, batch_size=64))
+    inst = m.epoch_instances(train, np.random.default_rng(0))
+    ref = pointwise_instances(train, np.random.default_rng(0), 2, rating_targets(train))
+    n = len(inst.users)
+    assert n in (len(ref.users), len(ref.users) - 1)
+    for a, b in ((inst.users, ref.users), (inst.items, ref.items), (inst.targets, ref.targets)):
+        np.testing.assert_array_equal(a, b[:n])
+
+
+@pytest.mark.parametrize(
+    ("name", "normalised"), [("ncf", False), ("cml", False), ("dmf", True), ("cadncf", True), ("opeci", True)]
+)
+def test_rating_targets_in_every_nce_model(tiny_split: Split, name: str, normalised: bool) -> None:
+    """NCE models (DMF, CADNCF, OPECI) train towards ``rating / max(R)``, the others towards 1."""
+    train = tiny_split.train
+    users, items, targets = (t.numpy() for t in next(MODELS[name]().batches(train, np.random.default_rng(0)))[:3])
+    pos = train.contains(users, items)
+    assert pos.any() and (targets[~pos] == 0).all()
+    ratings = dict(zip((train.users.astype(np.int64) * train.n_items + train.items).tolist(), train.ratings.tolist(), strict=True))
+    want = np.array([ratings[int(u) * train.n_items + int(i)] for u, i in zip(users[pos], items[pos], strict=True)])
+    np.testing.assert_allclose(targets[pos], want / train.max_rating if normalised else 1.0, rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["ncf", "dmf", "cml", "cadncf"])

@@ -22,10 +22,10 @@ from recbench.data.split import leave_one_out
 from recbench.data.synthetic import make_synthetic
 from recbench.data.types import Split, TrainData
 from recbench.models.base import Model, ModelError
+from recbench.models.torch import TorchModel
 from recbench.plan import run_grid
 from recbench.results import iter_records
 from recbench.runner import RunOptions, build_model
-from recbench.training import TorchModel
 
 from ._procs import cli
 
@@ -94,9 +94,9 @@ class InfLoss(TorchModel):
         self._batches = 0
         return _Dot(train.n_users, train.n_items)
 
-    def batch_loss(self, users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
+    def batch_loss(self, users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         self._batches += 1
-        loss = super().batch_loss(users, items, targets, negatives)
+        loss = super().batch_loss(users, items, targets)
         return loss * float("inf") if self._batches >= self.config.blow_up_at_batch else loss
 
 

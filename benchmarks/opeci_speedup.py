@@ -1,0 +1,140 @@
+"""OPECI's training and scoring speed against an earlier commit, side by side in one run.
+
+Builds a git worktree of ``--baseline`` and times, in alternating rounds (so machine load hits
+both alike), one worker process per tree: the same OPECI training steps on the same batches of a
+real split (same seed, same weights at start), and the full-ranking scores of the first users.
+Reports the median of the per-round ratios, the seconds per epoch at each rate, and whether the
+losses and scores agree (the fast paths compute the same function up to float rounding).
+
+    python benchmarks/opeci_speedup.py --baseline 7cafac3 --dataset ml-100k --steps 20 --rounds 5
+
+Each worker runs with one thread (``--threads``); quote the ratio, not the absolute rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def worker(dataset: str, steps: int, users: int, threads: int) -> dict[str, object]:
+    """Time ``steps`` training steps and the full ranking of ``users`` users (run in a tree)."""
+    import numpy as np
+    import torch
+
+    from recbench.data import load_split
+    from recbench.models.base import FitContext
+    from recbench.registry import MODELS
+
+    torch.set_num_threads(threads)
+    split = load_split(dataset)
+    cls = MODELS["opeci"]
+    model = cls(cls.Config(epochs=0))
+    model.fit(split.train, np.random.default_rng(0), FitContext())  # builds the module only
+    model.module.train()
+    rng = np.random.default_rng(1)
+    if hasattr(model, "batches"):
+        batches = model.batches(split.train, rng)
+        total = batches.total
+        chosen = [next(batches)[0] for _ in range(steps)]
+    else:  # before the Trainer refactor
+        inst = model.epoch_instances(split.train, rng)
+        bs, total = model.config.batch_size, len(inst.users)
+        chosen = [
+            (torch.from_numpy(inst.users[s : s + bs]), torch.from_numpy(inst.items[s : s + bs]),
+             torch.from_numpy(inst.targets[s : s + bs]))
+            for s in range(0, steps * bs, bs)
+        ]
+    opt = model.optimizer()
+    torch.manual_seed(0)
+    losses = []
+    t0 = time.perf_counter()
+    for batch in chosen:
+        loss = model.batch_loss(*batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    train_s = time.perf_counter() - t0
+    samples = sum(len(b[0]) for b in chosen)
+    model.module.eval()
+    model.invalidate_cache()
+    t0 = time.perf_counter()
+    scores = model.score_matrix(np.arange(users))
+    score_s = time.perf_counter() - t0
+    return {"train_s": train_s, "samples": samples, "samples_per_epoch": int(total), "losses": losses,
+            "score_s": score_s, "scores_head": scores[:, :50].round(5).tolist()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--baseline", default="HEAD~1", help="commit to compare against")
+    ap.add_argument("--dataset", default="ml-100k")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--users", type=int, default=20, help="users ranked against every item")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None, help="folder for a JSON record")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.dataset, args.steps, args.users, args.threads)))
+        return 0
+    base_sha = subprocess.check_output(["git", "-C", str(ROOT), "rev-parse", args.baseline], text=True).strip()
+    head_sha = subprocess.check_output(["git", "-C", str(ROOT), "rev-parse", "HEAD"], text=True).strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        base_tree = Path(tmp) / "baseline"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base_tree), base_sha], check=True)
+        try:
+            trees = {"baseline": base_tree, "current": ROOT}
+            runs: dict[str, list[dict]] = {k: [] for k in trees}
+            for r in range(args.rounds):
+                for name in trees if r % 2 == 0 else reversed(list(trees)):
+                    env = {**os.environ, "PYTHONPATH": str(trees[name]), "OMP_NUM_THREADS": str(args.threads)}
+                    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--dataset", args.dataset,
+                           "--steps", str(args.steps), "--users", str(args.users), "--threads", str(args.threads)]
+                    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+                    runs[name].append(json.loads(out.strip().splitlines()[-1]))
+                    print(f"round {r + 1} {name}: {runs[name][-1]['train_s']:.1f} s train, "
+                          f"{runs[name][-1]['score_s']:.1f} s scoring", file=sys.stderr)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)], check=False)
+    b, c = runs["baseline"], runs["current"]
+    train_ratio = statistics.median(x["train_s"] / y["train_s"] for x, y in zip(b, c, strict=True))
+    score_ratio = statistics.median(x["score_s"] / y["score_s"] for x, y in zip(b, c, strict=True))
+    per_epoch = {k: statistics.median(x["train_s"] / x["samples"] * x["samples_per_epoch"] for x in v) for k, v in runs.items()}
+    loss_diff = max(abs(x - y) for x, y in zip(b[0]["losses"], c[0]["losses"], strict=True))
+    score_diff = max(abs(x - y) for rb, rc in zip(b[0]["scores_head"], c[0]["scores_head"], strict=True)
+                     for x, y in zip(rb, rc, strict=True))
+    print(f"| | baseline {base_sha[:7]} | current {head_sha[:7]} | speed-up (median of {args.rounds} per-round ratios) |")
+    print("|---|---|---|---|")
+    print(f"| training, s/epoch at the measured rate | {per_epoch['baseline']:,.0f} | {per_epoch['current']:,.0f} "
+          f"| {train_ratio:.2f}× |")
+    print(f"| full ranking of {args.users} users, s | {statistics.median(x['score_s'] for x in b):.1f} "
+          f"| {statistics.median(x['score_s'] for x in c):.1f} | {score_ratio:.2f}× |")
+    print(f"largest loss difference over {args.steps} steps: {loss_diff:.2e}; largest score difference: {score_diff:.2e}")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = args.out / f"opeci-speedup-{args.dataset}-{stamp}.json"
+        rec = {"command": ["python", "benchmarks/opeci_speedup.py", *(argv if argv is not None else sys.argv[1:])],
+               "baseline": base_sha, "current": head_sha, "train_ratio": train_ratio, "score_ratio": score_ratio,
+               "s_per_epoch": per_epoch, "loss_diff": loss_diff, "score_diff": score_diff,
+               "load": list(os.getloadavg()), "runs": runs}
+        path.write_text(json.dumps(rec, indent=1) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -18,17 +18,21 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # object-oriented API: rendered by Agg, no pyplot state
 
-DATASET_LABELS = {"ml-100k": "ML-100K", "ml-1m": "ML-1M", "yelp": "Yelp", "filmtrust": "FilmTrust"}
+from recbench.data.registry import dataset_label  # re-exported: experiments label panels with it
+
+__all__ = [
+    "ERR_NOTE", "MODEL_COLOURS_ORDER", "agreement_scatter", "dataset_label", "epoch_curves", "grouped_bars",
+    "metric_label", "model_colour", "new_figure", "param_lines", "png_base64", "retitle", "save",
+    "summary_bars", "svg_inline",
+]
+
 ERR_NOTE = "error bars: ± 1 std over seeds"
 
 
 def metric_label(metric: str) -> str:
+    """``"ndcg@10"`` → ``"NDCG@10"``."""
     name, _, k = metric.partition("@")
     return f"{name.upper()}@{k}" if k else name.upper()
-
-
-def dataset_label(name: str) -> str:
-    return DATASET_LABELS.get(name, name)
 
 
 def new_figure(n_rows: int, n_cols: int, panel: tuple[float, float] = (4.2, 3.2)) -> tuple[Figure, np.ndarray]:

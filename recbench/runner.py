@@ -14,6 +14,7 @@ chooses. Every executor writes the same files with the same numbers.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import random
@@ -35,7 +36,14 @@ import numpy as np
 from recbench.data.types import Split
 from recbench.eval import metrics as M
 from recbench.eval.evaluator import PROTOCOLS, evaluate
-from recbench.models.base import ConfigError, FitContext, Model, apply_overrides, config_to_dict
+from recbench.models.base import (
+    ConfigError,
+    FitContext,
+    Model,
+    apply_overrides,
+    config_diff,
+    config_to_dict,
+)
 from recbench.registry import get_model_class
 from recbench.results import (
     Record,
@@ -408,6 +416,8 @@ def record_data(split: Split, cell: Cell, opts: RunOptions, ident: dict[str, Any
     """A record's fields before its fit: identity, split, environment and code."""
     return {
         **ident,
+        # what differs from the model's defaults at run time: reports label the record by it
+        "overrides": json.loads(json.dumps(config_diff(cell.config), default=str)),
         "tags": dict(cell.tags),
         "key": key,
         "protocols": sorted(cell.protocols),

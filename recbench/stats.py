@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from recbench.eval import metrics as M
+from recbench.eval.metrics import per_user
 from recbench.results import Record
 
 TESTS = ("wilcoxon", "bootstrap")
@@ -189,7 +189,7 @@ def user_values(records: Sequence[Record], metric: str, role: str) -> tuple[str,
     for r in records:
         if r.users is None or role not in r.ranks:
             raise PairingError(f"{r['model']} seed {r['seed']}: no per-user ranks for {role}")
-        per_seed.append((np.asarray(r.users, dtype=np.int64), M.per_user(r.ranks[role], metric)))
+        per_seed.append((np.asarray(r.users, dtype=np.int64), per_user(r.ranks[role], metric)))
     common = per_seed[0][0]
     for u, _ in per_seed[1:]:
         common = np.intersect1d(common, u)

@@ -112,6 +112,7 @@ def paired_bootstrap(
 
 
 def paired_test(a: np.ndarray, b: np.ndarray, method: str = "wilcoxon", seed: int = 0) -> PairedResult:
+    """The paired test ``method`` (``wilcoxon`` or ``bootstrap``) of ``a`` against ``b``."""
     if method == "wilcoxon":
         return wilcoxon(a, b)
     if method == "bootstrap":
@@ -140,6 +141,8 @@ def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Agreement:
+    """Kendall's τ between two orderings of the same models, and the pairs they swap."""
+
     tau: float
     p_value: float
     n_models: int
@@ -147,6 +150,7 @@ class Agreement:
 
     @property
     def agree(self) -> bool:
+        """Whether the two orderings are the same (no discordant pair)."""
         return not self.discordant
 
 

@@ -16,22 +16,28 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # object-oriented API: rendered by Agg, no pyplot state
 
-DATASET_LABELS = {"ml-100k": "ML-100K", "ml-1m": "ML-1M", "yelp": "Yelp", "filmtrust": "FilmTrust"}
+from recbench.data.registry import dataset_label  # re-exported: experiments label panels with it
+
+__all__ = [
+    "ERR_NOTE", "MODEL_COLOURS_ORDER", "agreement_scatter", "dataset_label", "epoch_curves", "grouped_bars",
+    "metric_label", "model_colour", "new_figure", "param_lines", "png_base64", "retitle", "save",
+    "summary_bars", "svg_inline",
+]
+
 ERR_NOTE = "error bars: ± 1 std over seeds"
 
 
 def metric_label(metric: str) -> str:
+    """``"ndcg@10"`` → ``"NDCG@10"``."""
     name, _, k = metric.partition("@")
     return f"{name.upper()}@{k}" if k else name.upper()
 
 
-def dataset_label(name: str) -> str:
-    return DATASET_LABELS.get(name, name)
-
-
 def new_figure(n_rows: int, n_cols: int, panel: tuple[float, float] = (4.2, 3.2)) -> tuple[Figure, np.ndarray]:
+    """A constrained-layout figure of ``n_rows × n_cols`` gridded panels of size ``panel`` (inches)."""
     fig = Figure(figsize=(panel[0] * n_cols, panel[1] * n_rows + 0.6), layout="constrained")
     axes = np.asarray(fig.subplots(n_rows, n_cols, squeeze=False))
     for ax in axes.ravel():
@@ -50,12 +56,14 @@ def save(fig: Figure, stem: Path) -> list[Path]:
 
 
 def png_base64(fig: Figure, dpi: int = 110) -> str:
+    """The figure as a base64 PNG (for a ``data:`` URL)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def svg_inline(fig: Figure) -> str:
+    """The figure as an ``<svg>`` element to inline in HTML."""
     buf = io.StringIO()
     fig.savefig(buf, format="svg")
     text = buf.getvalue()
@@ -63,6 +71,7 @@ def svg_inline(fig: Figure) -> str:
 
 
 def _err(std: Sequence[float]) -> np.ndarray | None:
+    """Error bar sizes (NaN as 0), or None when there is no spread at all."""
     s = np.asarray(std, dtype=np.float64)
     return None if np.all(np.isnan(s)) else np.nan_to_num(s)
 
@@ -87,7 +96,7 @@ def model_colour(label: str) -> tuple[float, ...]:
 
 
 def grouped_bars(
-    ax,
+    ax: Axes,
     groups: Sequence[str],
     series: Sequence[str],
     mean: np.ndarray,
@@ -110,11 +119,13 @@ def grouped_bars(
 
 
 def _grid(n: int, max_cols: int = 2) -> tuple[int, int]:
+    """(rows, columns) of a grid for ``n`` panels, at most ``max_cols`` wide."""
     cols = min(n, max_cols)
     return (n + cols - 1) // cols, cols
 
 
 def _finish_grid(fig: Figure, axes: np.ndarray, used: int) -> None:
+    """Hide the panels after the first ``used``."""
     for ax in axes.ravel()[used:]:
         ax.set_visible(False)
 
@@ -154,6 +165,7 @@ def summary_bars(summary: pd.DataFrame, protocol: str, models: Sequence[str], ti
 
 
 def _legend_below(fig: Figure, axes: np.ndarray) -> None:
+    """One legend for all panels (each label once), below them."""
     seen: dict[str, object] = {}
     for ax in axes.ravel():
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):

@@ -18,7 +18,7 @@ import hashlib
 import io
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ class RecordWarning(UserWarning):
 
 
 def canonical_json(obj: Any) -> str:
+    """``obj`` as compact JSON with sorted keys (what record keys hash)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
@@ -56,17 +57,21 @@ class Record:
 
     @property
     def key(self) -> str:
+        """The cell's key (hash of its identity)."""
         return self.data["key"]
 
     @property
     def status(self) -> str:
+        """``"ok"`` or ``"failed"``."""
         return self.data["status"]
 
     def __getitem__(self, k: str) -> Any:
+        """A field of the record's JSON."""
         return self.data[k]
 
 
 def record_paths(out: Path, dataset: str, model: str, seed: int, key: str) -> tuple[Path, Path]:
+    """(JSON path, ranks-file stem path) of a cell under ``out``."""
     stem = out / "records" / dataset / model / f"seed{seed}-{key}"
     return stem.with_suffix(".json"), stem.with_name(stem.name + ".ranks.npz")
 
@@ -185,7 +190,7 @@ def find_record(out: Path, dataset: str, model: str, seed: int, key: str) -> Rec
 
 
 @contextlib.contextmanager
-def cell_lock(out: Path, dataset: str, model: str, seed: int, key: str, on_wait: Any = None) -> Iterator[None]:
+def cell_lock(out: Path, dataset: str, model: str, seed: int, key: str, on_wait: Callable[[], object] | None = None) -> Iterator[None]:
     """Hold the cell's file lock (an OS lock: a killed holder releases it). ``on_wait()`` is called
     once if another process holds it, before blocking until it is free. Lock files live under
     ``OUT/.locks/`` (which git ignores by itself), never beside the records."""

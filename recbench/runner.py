@@ -14,6 +14,7 @@ chooses. Every executor writes the same files with the same numbers.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import random
@@ -40,6 +41,7 @@ from recbench.models.base import (
     FitContext,
     Model,
     apply_overrides,
+    config_diff,
     identity_config,
 )
 from recbench.registry import get_model_class
@@ -414,6 +416,8 @@ def record_data(split: Split, cell: Cell, opts: RunOptions, ident: dict[str, Any
     """A record's fields before its fit: identity, split, environment and code."""
     return {
         **ident,
+        # what differs from the model's defaults at run time: reports label the record by it
+        "overrides": json.loads(json.dumps(config_diff(cell.config), default=str)),
         "tags": dict(cell.tags),
         "key": key,
         "protocols": sorted(cell.protocols),

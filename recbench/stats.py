@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from recbench.eval import metrics as M
+from recbench.eval.metrics import per_user
 from recbench.results import Record
 
 TESTS = ("wilcoxon", "bootstrap")
@@ -112,6 +112,7 @@ def paired_bootstrap(
 
 
 def paired_test(a: np.ndarray, b: np.ndarray, method: str = "wilcoxon", seed: int = 0) -> PairedResult:
+    """The paired test ``method`` (``wilcoxon`` or ``bootstrap``) of ``a`` against ``b``."""
     if method == "wilcoxon":
         return wilcoxon(a, b)
     if method == "bootstrap":
@@ -140,6 +141,8 @@ def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Agreement:
+    """Kendall's τ between two orderings of the same models, and the pairs they swap."""
+
     tau: float
     p_value: float
     n_models: int
@@ -147,6 +150,7 @@ class Agreement:
 
     @property
     def agree(self) -> bool:
+        """Whether the two orderings are the same (no discordant pair)."""
         return not self.discordant
 
 
@@ -189,7 +193,7 @@ def user_values(records: Sequence[Record], metric: str, role: str) -> tuple[str,
     for r in records:
         if r.users is None or role not in r.ranks:
             raise PairingError(f"{r['model']} seed {r['seed']}: no per-user ranks for {role}")
-        per_seed.append((np.asarray(r.users, dtype=np.int64), M.per_user(r.ranks[role], metric)))
+        per_seed.append((np.asarray(r.users, dtype=np.int64), per_user(r.ranks[role], metric)))
     common = per_seed[0][0]
     for u, _ in per_seed[1:]:
         common = np.intersect1d(common, u)

@@ -20,7 +20,7 @@ from scipy import stats as sps
 from typer.testing import CliRunner
 
 from recbench.cli import app
-from recbench.eval import metrics as M
+from recbench.eval.metrics import per_user
 from recbench.models.base import config_to_dict
 from recbench.registry import MODELS
 from recbench.report import build_report, render, resolve_reference, select_records
@@ -66,7 +66,7 @@ def _per_user_mean(recs: list[Record], model: str, role: str, metric: str) -> np
     for r in recs:
         if r["model"] == model:
             order = np.argsort(r.users)
-            vals.append(M.per_user(r.ranks[role], metric)[order])
+            vals.append(per_user(r.ranks[role], metric)[order])
     return np.mean(vals, axis=0)
 
 

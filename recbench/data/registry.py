@@ -27,6 +27,7 @@ __all__ = [
     "ParseError",
     "RegistryError",
     "UnknownDataset",
+    "dataset_label",
     "get_spec",
     "load_registry",
     "registry_path",
@@ -144,6 +145,7 @@ class DatasetSpec:
     max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED
     generator: str | None = None
     params: tuple[tuple[str, Any], ...] = field(default=())
+    label: str = ""  # short name in reports and figures (e.g. "ML-100K"); the name when empty
 
     @property
     def is_generated(self) -> bool:
@@ -166,7 +168,7 @@ class DatasetSpec:
 # --------------------------------------------------------------------------- loading
 
 _TOP_KEYS = {
-    "title", "urls", "url", "md5", "sha256", "size", "archive", "member", "format", "expected",
+    "title", "label", "urls", "url", "md5", "sha256", "size", "archive", "member", "format", "expected",
     "rating_values", "rating_scale", "timestamps", "license", "citation", "max_unpacked_bytes",
     "generator", "params",
 }
@@ -336,6 +338,7 @@ def parse_entry(name: str, table: Any, source: str = "datasets.toml") -> Dataset
     common = dict(
         name=name,
         title=e.get("title", str, name),
+        label=e.get("label", str, name),
         rating_values=_rating_values(e),
         timestamps=e.get("timestamps", bool, required=True),
         license=e.get("license", str, ""),
@@ -413,3 +416,21 @@ def get_spec(name: str, registry: dict[str, DatasetSpec] | None = None) -> Datas
     if name not in registry:
         raise UnknownDataset(f"unknown dataset {name!r}; valid names: {', '.join(registry)}")
     return registry[name]
+
+
+_LABELS: dict[str, dict[str, str]] = {}  # by RECBENCH_DATASETS (the built-in file does not move)
+
+
+def dataset_label(name: str) -> str:
+    """The short name reports and figures show for data set ``name`` (its registry ``label``,
+    e.g. ``"ML-100K"``); ``name`` itself for a name the registry does not know (or a derived
+    one such as ``"ml-100k · split 1"``) or when the registry cannot be read."""
+    key = os.environ.get("RECBENCH_DATASETS", "")
+    labels = _LABELS.get(key)
+    if labels is None:
+        try:
+            labels = {n: spec.label or n for n, spec in load_registry().items()}
+        except DatasetError:
+            labels = {}
+        _LABELS[key] = labels
+    return labels.get(name, name)

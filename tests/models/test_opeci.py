@@ -8,16 +8,15 @@ import pytest
 import torch
 
 from recbench.data.types import Split, TrainData
+from recbench.models.aggregation import Neighbourhoods, segment_softmax
 from recbench.models.base import apply_overrides
 from recbench.models.opeci import (
     OPECI,
-    Neighbourhoods,
     OPECIInner,
     OPECIMeanBoth,
     OPECIMeanItem,
     OPECIMeanUser,
     OPECIModule,
-    segment_softmax,
 )
 
 FAST = {

@@ -105,3 +105,34 @@ class ModelContract:
         self.build().fit(t, np.random.default_rng(0))
         for a, b in zip(before, (t.users, t.items, t.ratings), strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+# Operators that make the host wait for a device: a scalar read, or an output whose shape
+# depends on the data (on CUDA both copy to the host and synchronise).
+HOST_SYNC_OPS = (
+    "_local_scalar_dense",  # .item(), int(t), float(t), bool(t), `if t:`
+    "nonzero",  # t.nonzero(), boolean-mask indexing
+    "masked_select",
+    "_unique",
+    "_unique2",
+    "unique_dim",
+    "unique_consecutive",
+    "repeat_interleave",  # with a tensor of repeats
+    "equal",  # torch.equal
+)
+
+
+def no_host_sync() -> Any:
+    """A context in which any operator of :data:`HOST_SYNC_OPS` raises ``AssertionError``:
+    a check, on the CPU, that a step would run on an accelerator without synchronising with
+    the host (``torch.compile`` without graph breaks, CUDA graphs)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _NoHostSync(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            name = func.overloadpacket.__name__
+            if name in HOST_SYNC_OPS:
+                raise AssertionError(f"host synchronisation: aten::{name}")
+            return func(*args, **(kwargs or {}))
+
+    return _NoHostSync()

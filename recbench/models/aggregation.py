@@ -176,6 +176,36 @@ class Aggregator(nn.Module):
         agg = agg.index_add(0, seg, alpha.unsqueeze(1) * table.index_select(0, inv))
         return F.relu(self.out(agg))
 
+    def forward_padded(
+        self,
+        other: torch.Tensor,
+        opinion: torch.Tensor,
+        nbr: torch.Tensor,
+        rating: torch.Tensor,
+        valid: torch.Tensor,
+        own: torch.Tensor,
+    ) -> torch.Tensor:
+        """Factors of P nodes from fixed-width neighbour rows (:class:`PaddedNeighbourhoods`):
+        ``nbr``, ``rating``, ``valid`` ``[P, K]``, ``own`` ``[P, d]``. The same function as
+        :meth:`forward` (a softmax over the valid entries; none valid: the zero vector), with
+        static shapes and no host synchronisation."""
+        p, k = nbr.shape
+        x = (opinion.index_select(0, rating.reshape(-1)) * other.index_select(0, nbr.reshape(-1))).view(p, k, -1)
+        if self.mode == "mean":
+            e = valid.to(x.dtype)
+        else:
+            d = x.shape[-1]
+            w = self.w1.weight
+            pre = x @ w[:, :d].T + (own @ w[:, d:].T + self.w1.bias).unsqueeze(1)
+            scores = self.w2(F.relu(pre)).squeeze(-1).masked_fill(~valid, float("-inf"))
+            with torch.no_grad():
+                smax = scores.amax(1, keepdim=True)
+                smax = torch.where(torch.isfinite(smax), smax, 0.0)
+            e = torch.exp(scores - smax)  # exp(−inf) = 0 for the invalid entries
+        z = e.sum(1, keepdim=True)
+        agg = torch.where(z > 0, torch.bmm(e.unsqueeze(1), x).squeeze(1) / z.clamp_min(1e-30), 0.0)
+        return F.relu(self.out(agg))
+
     def forward_leave_one_out(
         self,
         other: torch.Tensor,
@@ -227,3 +257,47 @@ class Aggregator(nn.Module):
         with torch.no_grad():  # cancellation: at most ~2× the rounding error of a plain sum
             unstable = (e_x > 0.5 * z) | (e_x * x_x.norm(dim=1) > num.norm(dim=1))
         return F.relu(self.out(agg)), unstable
+
+
+class PaddedNeighbourhoods:
+    """One side's neighbour lists as a dense ``[n_nodes, K]`` table (K the largest degree,
+    ``valid`` marking real entries): every batch gathers fixed-shape rows, with no
+    data-dependent ``unique``, mask or ``repeat_interleave``, so a training step runs without
+    host synchronisation (CUDA graphs, ``torch.compile``). It costs ``P × K`` rows per batch
+    instead of the CSR layout's actual neighbours: the layout for accelerators."""
+
+    def __init__(self, csr: Neighbourhoods) -> None:
+        indptr = csr.indptr.cpu()
+        counts = (indptr[1:] - indptr[:-1]).long()
+        k = max(int(counts.max()) if len(counts) else 0, 1)
+        n = csr.n_nodes
+        col = torch.arange(k).expand(n, k)
+        self.valid = col < counts.unsqueeze(1)
+        flat = (indptr[:-1].unsqueeze(1) + col).clamp_max(max(len(csr.nbr) - 1, 0))
+        has_any = len(csr.nbr) > 0
+        self.nbr = torch.where(self.valid, csr.nbr.cpu()[flat], 0) if has_any else torch.zeros(n, k, dtype=torch.long)
+        self.rating = torch.where(self.valid, csr.rating.cpu()[flat], 0) if has_any else torch.zeros_like(self.nbr)
+        self.width = k
+
+    def to(self, device: torch.device) -> PaddedNeighbourhoods:
+        for name in ("valid", "nbr", "rating"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def rows(
+        self, nodes: torch.Tensor, exclude: torch.Tensor | None = None, max_neighbors: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(nbr, rating, valid)``, each ``[P, K']``, for ``nodes`` [P]; ``exclude`` [P] (−1:
+        none) masks that neighbour out; ``max_neighbors`` keeps a uniform random sample of at
+        most that many valid entries per row (``K' = min(K, max_neighbors)``)."""
+        nbr = self.nbr.index_select(0, nodes)
+        rating = self.rating.index_select(0, nodes)
+        valid = self.valid.index_select(0, nodes)
+        if exclude is not None:
+            valid = valid & (nbr != exclude.unsqueeze(1))
+        if max_neighbors is not None and max_neighbors < self.width:
+            key = torch.where(valid, torch.rand(valid.shape, device=valid.device), -1.0)
+            keep = key.topk(max_neighbors, dim=1).indices
+            nbr, rating = nbr.gather(1, keep), rating.gather(1, keep)
+            valid = key.gather(1, keep) >= 0
+        return nbr, rating, valid

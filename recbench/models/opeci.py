@@ -97,6 +97,21 @@ Computation: neighbours in a flat CSR layout gathered for the batch's distinct k
 several threads); the correlation block's rank-one path. For inference all users' and items'
 factors are computed once and cached until the next ``invalidate_cache`` (every epoch
 start/end); ``score_matrix`` batches the block over (user, item) pairs from the cache.
+
+Execution switches (the same function, other float rounding; not part of a record's key,
+:func:`recbench.models.base.identity_config`; issue 17):
+
+- ``loo_aggregation = True``: a training pair's neighbourhood minus one neighbour from one
+  pass over its node's full neighbourhood, ``(S − e_x x_x) / (Z − e_x)``
+  (:meth:`Aggregator.forward_leave_one_out`), falling back to the direct computation where
+  the subtraction would cancel digits; ``False`` aggregates once per distinct (node, dropped
+  neighbour) key (the reference the tests compare against).
+- ``fold_output = True``: at inference ``W^O`` is folded into the MLP's first Linear (exact:
+  nothing nonlinear lies between them; the paper's block only, not ``opeci-res``).
+- ``layout = "auto"``: the CSR layout on a CPU; on CUDA a dense padded layout
+  (:class:`PaddedNeighbourhoods`) whose training step has static shapes and never synchronises
+  with the host (tested on the CPU with :func:`recbench.testing.no_host_sync`). With
+  ``max_neighbors`` the two layouts draw their samples differently (the same distribution).
 """
 
 from __future__ import annotations
@@ -110,7 +125,7 @@ import torch
 from torch import nn
 
 from recbench.data.types import TrainData
-from recbench.models.aggregation import Aggregator, Neighbourhoods
+from recbench.models.aggregation import Aggregator, Neighbourhoods, PaddedNeighbourhoods
 from recbench.models.attention import CorrelationAttention, CorrelationHead
 from recbench.models.sampling import Batches, pointwise_batches, rating_targets
 from recbench.models.torch import TorchModel
@@ -145,6 +160,7 @@ class OPECIConfig:
     # execution only (the same function, other float rounding; not part of a record's key):
     loo_aggregation: bool = field(default=True, metadata={"execution": True})
     fold_output: bool = field(default=True, metadata={"execution": True})
+    layout: Literal["auto", "csr", "padded"] = field(default="auto", metadata={"execution": True})
 
 
 # ----------------------------------------------------------------------------- the module
@@ -172,6 +188,7 @@ class OPECIModule(nn.Module):
         self.head = CorrelationHead(d, tuple(cfg.mlp_hidden))
         # opeci-res: O = LayerNorm(M + MHSA(M)), normalised over each row of M (a token)
         self.norm = nn.LayerNorm(d) if cfg.block == "residual" else None
+        self._padded: dict[str, PaddedNeighbourhoods] = {}  # built on first use (layout "padded")
         self.user_nbrs = Neighbourhoods(train.csr, train.rating_values)  # N(i): items, ratings
         self.item_nbrs = Neighbourhoods(train.csc.T.tocsr(), train.rating_values)  # C(j)
         if cfg.qkv_init_std is None:
@@ -201,6 +218,8 @@ class OPECIModule(nn.Module):
         dev = self.user_emb.weight.device
         self.user_nbrs.to(dev)
         self.item_nbrs.to(dev)
+        for padded in self._padded.values():
+            padded.to(dev)
         self.pair_keys = self.pair_keys.to(dev)
         return out
 
@@ -240,15 +259,13 @@ class OPECIModule(nn.Module):
         pair's item (user) when the pair is a training interaction, and, with
         ``exclude_negatives``, a uniformly random neighbour for a sampled negative."""
         k = self.cfg.max_neighbors if self.training else None
+        if self.padded_layout():
+            u_ex = i_ex = None
+            if self.training and self.cfg.exclude_target:
+                u_ex, i_ex = self.dropped_neighbours(users, items)
+            return self.padded_factors("user", users, u_ex, k), self.padded_factors("item", items, i_ex, k)
         if self.training and self.cfg.exclude_target:
-            pos = self.is_training_pair(users, items)
-            if self.cfg.exclude_negatives:
-                u_other = self.user_nbrs.random_neighbour(users)
-                i_other = self.item_nbrs.random_neighbour(items)
-            else:
-                u_other = i_other = torch.full_like(users, -1)
-            u_ex = torch.where(pos, items, u_other)
-            i_ex = torch.where(pos, users, i_other)
+            u_ex, i_ex = self.dropped_neighbours(users, items)
             if self.cfg.loo_aggregation and k is None:
                 return self.excluded_factors("user", users, u_ex), self.excluded_factors("item", items, i_ex)
             uk, uinv = torch.unique(users * (self.n_items + 1) + u_ex + 1, return_inverse=True)
@@ -262,6 +279,40 @@ class OPECIModule(nn.Module):
             z = self.item_factors(ii, None, k)
         # index_select, not h[inv]: its backward (index_add) is deterministic with threads
         return h.index_select(0, uinv), z.index_select(0, iinv)
+
+    def dropped_neighbours(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The neighbour each training pair drops on either side (``exclude_target``): the
+        pair's item (user) for a training interaction, a uniformly random neighbour for a
+        sampled negative (``exclude_negatives``, else none: −1)."""
+        pos = self.is_training_pair(users, items)
+        if self.cfg.exclude_negatives:
+            u_other = self.user_nbrs.random_neighbour(users)
+            i_other = self.item_nbrs.random_neighbour(items)
+        else:
+            u_other = i_other = torch.full_like(users, -1)
+        return torch.where(pos, items, u_other), torch.where(pos, users, i_other)
+
+    def padded_layout(self) -> bool:
+        """Aggregate over the dense padded layout? ``auto``: on CUDA (static shapes, no host
+        synchronisation), the CSR layout elsewhere (fewer rows: faster on a CPU)."""
+        if self.cfg.layout == "auto":
+            return self.user_emb.weight.device.type == "cuda"
+        return self.cfg.layout == "padded"
+
+    def padded_factors(
+        self, side: str, nodes: torch.Tensor, exclude: torch.Tensor | None, max_neighbors: int | None
+    ) -> torch.Tensor:
+        """Factors of ``nodes`` [P] (one per pair, each dropping ``exclude``) over the padded
+        layout (:meth:`Aggregator.forward_padded`)."""
+        if side not in self._padded:
+            csr = self.user_nbrs if side == "user" else self.item_nbrs
+            self._padded[side] = PaddedNeighbourhoods(csr).to(self.user_emb.weight.device)
+        nbr, rating, valid = self._padded[side].rows(nodes, exclude, max_neighbors)
+        own_w, other_w = (
+            (self.user_emb.weight, self.item_emb.weight) if side == "user" else (self.item_emb.weight, self.user_emb.weight)
+        )
+        agg = self.user_agg if side == "user" else self.item_agg
+        return agg.forward_padded(other_w, self.opinion.weight, nbr, rating, valid, own_w.index_select(0, nodes))
 
     def excluded_factors(self, side: str, nodes: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
         """Factors of ``nodes`` [P], each with neighbour ``exclude`` [P] (−1: none) dropped, by

@@ -65,6 +65,10 @@ class Trainer:
         self.model = model
         self.ctx = ctx or FitContext()
         self.opt: torch.optim.Optimizer | None = None
+        self._finite: torch.Tensor | None = None  # on an accelerator: all losses finite so far
+
+    # the NaN guard's period on an accelerator (on the CPU every step is checked)
+    sync_every: int = 64
 
     @property
     def module(self) -> nn.Module:
@@ -137,6 +141,9 @@ class Trainer:
             n_batches += 1
             if ctx.on_batch is not None:
                 ctx.on_batch(batches.done, batches.total)
+        if self._finite is not None and not bool(self._finite):
+            self._diverged(f"loss became non-finite at epoch {epoch}")
+        self._finite = None
         model.after_epoch(train, rng)
         seconds = time.perf_counter() - t0
         samples = batches.done
@@ -153,15 +160,29 @@ class Trainer:
         """One optimiser step on ``loss`` (then ``after_step``); a non-finite loss raises
         :class:`ModelError` naming the epoch and batch (the NaN guard)."""
         assert self.opt is not None, "setup() builds the optimiser"
-        if not torch.isfinite(loss):
-            raise ModelError(
-                f"{self.model.name}: loss is {loss.item()} at epoch {epoch}, batch {batch} "
-                f"(diverged; try a smaller learning_rate than {self.model.config.learning_rate})"
-            )
+        if self.checks_every_step(loss):
+            if not torch.isfinite(loss):
+                self._diverged(f"loss is {loss.item()} at epoch {epoch}, batch {batch}")
+        else:  # an accelerator: no host synchronisation per step; read the flag now and then
+            finite = torch.isfinite(loss.detach())
+            self._finite = finite if self._finite is None else self._finite & finite
+            if batch % self.sync_every == self.sync_every - 1 and not bool(self._finite):
+                first = batch - self.sync_every + 1
+                self._diverged(f"loss became non-finite at epoch {epoch}, in batches {first}–{batch}")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.model.after_step()
+
+    def checks_every_step(self, loss: torch.Tensor) -> bool:
+        """Read the loss on the host after every step (the CPU, where it costs nothing)?"""
+        return loss.device.type == "cpu"
+
+    def _diverged(self, what: str) -> None:
+        raise ModelError(
+            f"{self.model.name}: {what} "
+            f"(diverged; try a smaller learning_rate than {self.model.config.learning_rate})"
+        )
 
     def _evaluate(self, epoch: int, info: dict[str, Any], state: FitState) -> None:
         """Test metrics every ``eval_every`` epochs (recorded only) and, with early stopping,

@@ -147,3 +147,60 @@ def test_execution_switches_are_not_part_of_a_record_key() -> None:
     fast_off = dataclasses.replace(cfg, loo_aggregation=False, fold_output=False)
     assert identity_config(cfg) == identity_config(fast_off)
     assert "loo_aggregation" not in identity_config(cfg) and "rank_one" in identity_config(cfg)
+
+
+@pytest.mark.parametrize("over", [{}, {"user_aggregation": "mean"}, {"max_neighbors": 3}, {"exclude_target": False}])
+def test_padded_layout_matches_the_csr_layout(rng: np.random.Generator, over: dict) -> None:
+    """The accelerator layout computes the same factors (exactly the direct exclusion, no
+    identity) and gradients; with ``max_neighbors`` only the same distribution (checked by
+    its shape: at most K valid entries)."""
+    train = random_train(rng)
+    torch.manual_seed(0)
+    cfg = apply_overrides(OPECI.Config(), {**SMALL, **over})
+    csr = OPECIModule(dataclasses.replace(cfg, layout="csr"), train)
+    padded = OPECIModule(dataclasses.replace(cfg, layout="padded"), train)
+    padded.load_state_dict(csr.state_dict())
+    csr.train()
+    padded.train()
+    users, items = batch(train, rng)
+    if "max_neighbors" in over:
+        h, z = padded.pair_factors(users, items)
+        assert h.shape == (len(users), 8) and torch.isfinite(h).all() and torch.isfinite(z).all()
+        nbr, _, valid = padded._padded["user"].rows(users, None, 3)
+        full = padded._padded["user"].valid.index_select(0, users).sum(1)
+        assert valid.shape[1] == 3 and torch.equal(valid.sum(1), full.clamp_max(3))
+        assert (padded._padded["user"].nbr.index_select(0, users).unsqueeze(2) == nbr.unsqueeze(1)).any(1)[valid].all()
+        return
+    out = {}
+    for name, m in (("csr", csr), ("padded", padded)):
+        torch.manual_seed(1)
+        h, z = m.pair_factors(users, items)
+        (h.square().sum() + z.sum()).backward()
+        out[name] = (h.detach(), z.detach())
+    for a, b in zip(out["padded"], out["csr"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    scale = max(float(p.grad.abs().max()) for p in csr.parameters() if p.grad is not None)
+    for (name, p), q in zip(padded.named_parameters(), csr.parameters(), strict=True):
+        if q.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+def test_the_padded_training_step_never_synchronises_with_the_host(rng: np.random.Generator) -> None:
+    from recbench.testing import no_host_sync
+
+    train = random_train(rng)
+    m = OPECI(apply_overrides(OPECI.Config(), {**SMALL, "epochs": 1, "layout": "padded"}))
+    m.init_module(train, np.random.default_rng(0))
+    batches = m.batches(train, np.random.default_rng(0))
+    users, items, targets = next(batches)
+    m.module.train()
+    m.module.pair_factors(users, items)  # builds the padded tables (once, outside the step)
+    with no_host_sync():
+        loss = m.batch_loss(users, items, targets)
+        loss.backward()
+    # the CSR layout does synchronise (unique, masks): the check can fail
+    m2 = OPECI(apply_overrides(OPECI.Config(), {**SMALL, "epochs": 1, "layout": "csr"}))
+    m2.init_module(train, np.random.default_rng(0))
+    m2.module.train()
+    with pytest.raises(AssertionError, match="host synchronisation"), no_host_sync():
+        m2.batch_loss(users, items, targets)

@@ -318,6 +318,23 @@ def test_trainer_step_guards_against_a_non_finite_loss(tiny_split: Split) -> Non
         trainer.step(torch.tensor(float("nan"), requires_grad=True), 2, 5)
 
 
+def test_accelerator_nan_guard_reads_the_flag_only_every_sync_every_steps(tiny_split: Split) -> None:
+    """On an accelerator the guard keeps a device-side flag and reads it every ``sync_every``
+    batches (and at the end of an epoch), so a step does not synchronise with the host."""
+    m = Toy(ToyConfig(epochs=0))
+    m.fit(tiny_split.train, np.random.default_rng(0))
+    trainer = Trainer(m)
+    trainer.opt = m.optimizer()
+    trainer.sync_every = 4
+    trainer.checks_every_step = lambda loss: False  # type: ignore[method-assign]
+    good = lambda: (m.module.user.weight.sum() * 0 + 1.0)  # noqa: E731
+    trainer.step(torch.tensor(float("nan"), requires_grad=True), 1, 0)  # not read yet
+    trainer.step(good(), 1, 1)
+    trainer.step(good(), 1, 2)
+    with pytest.raises(ModelError, match="toy: loss became non-finite at epoch 1, in batches 0–3"):
+        trainer.step(good(), 1, 3)
+
+
 def test_legacy_sampling_view_for_bench(tiny_split: Split) -> None:
     """``sampling`` and ``epoch_instances`` stay readable until ``bench._one_batch`` draws
     ``next(model.batches(...))``; they follow ``batch_loss`` and ``batches``."""

@@ -1,6 +1,6 @@
 """OPECI's training and scoring speed against an earlier commit, side by side in one run.
 
-Builds a git worktree of ``--baseline`` and times, in alternating rounds (so machine load hits
+Builds git worktrees of ``--baseline`` and of HEAD (commit what you measure) and times, in alternating rounds (so machine load hits
 both alike), one worker process per tree: the same OPECI training steps on the same batches of a
 real split (same seed, same weights at start), and the full-ranking scores of the first users.
 Reports the median of the per-round ratios, the seconds per epoch at each rate, and whether the
@@ -93,22 +93,27 @@ def main(argv: list[str] | None = None) -> int:
     base_sha = subprocess.check_output(["git", "-C", str(ROOT), "rev-parse", args.baseline], text=True).strip()
     head_sha = subprocess.check_output(["git", "-C", str(ROOT), "rev-parse", "HEAD"], text=True).strip()
     with tempfile.TemporaryDirectory() as tmp:
-        base_tree = Path(tmp) / "baseline"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base_tree), base_sha], check=True)
+        # both sides from commits (edits to the working tree during a long run cannot leak in)
+        trees = {"baseline": Path(tmp) / "baseline", "current": Path(tmp) / "current"}
+        for tree, sha in ((trees["baseline"], base_sha), (trees["current"], head_sha)):
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), sha], check=True)
         try:
-            trees = {"baseline": base_tree, "current": ROOT}
             runs: dict[str, list[dict]] = {k: [] for k in trees}
             for r in range(args.rounds):
                 for name in trees if r % 2 == 0 else reversed(list(trees)):
                     env = {**os.environ, "PYTHONPATH": str(trees[name]), "OMP_NUM_THREADS": str(args.threads)}
                     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--dataset", args.dataset,
                            "--steps", str(args.steps), "--users", str(args.users), "--threads", str(args.threads)]
-                    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+                    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                    if done.returncode != 0:
+                        raise SystemExit(f"{name} worker failed:\n{done.stderr[-3000:]}")
+                    out = done.stdout
                     runs[name].append(json.loads(out.strip().splitlines()[-1]))
                     print(f"round {r + 1} {name}: {runs[name][-1]['train_s']:.1f} s train, "
                           f"{runs[name][-1]['score_s']:.1f} s scoring", file=sys.stderr)
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)], check=False)
+            for tree in trees.values():
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
     b, c = runs["baseline"], runs["current"]
     train_ratio = statistics.median(x["train_s"] / y["train_s"] for x, y in zip(b, c, strict=True))
     score_ratio = statistics.median(x["score_s"] / y["score_s"] for x, y in zip(b, c, strict=True))

@@ -591,3 +591,87 @@ def _execute_processes(cells: Sequence[Cell], splits: dict[SplitSpec, Split], op
         events.put(None)
         pump.join(timeout=10)
     return [r for r in out if r is not None]
+
+
+# ----------------------------------------------------------------------------- checks before any work
+
+
+def check_device(device: str) -> None:
+    """``device`` is cpu, cuda, cuda:N, mps or auto, and present on this machine (ConfigError)."""
+    import re
+
+    if device not in ("auto", "cpu", "mps") and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise ConfigError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N, mps, auto")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: no CUDA device is available here; valid: cpu, auto")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ConfigError("--device mps: no MPS device is available here; valid: cpu, auto")
+
+
+def check_run_options(out: Path, device: str) -> None:
+    """Fail before any work (and before anything is written) on an unusable ``out`` or ``device``."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    check_device(device)
+
+
+def check_datasets(names: Sequence[str], data_dir: Path | None) -> None:
+    """Unknown names fail before any work; known but unfetched ones are fetched."""
+    from recbench.data import fetch, is_fetched, load_registry
+
+    reg = load_registry()
+    for n in names:
+        if n not in reg:
+            raise ConfigError(f"unknown dataset {n!r}; valid: {', '.join(reg)}")
+    for n in names:
+        if not is_fetched(n, data_dir):
+            fetch(n, data_dir=data_dir)
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """``recbench run --from-record``: the record, its cell, the options to rerun it with (the
+    record's device, ``force``), its split (checked to be the record's) and the library versions
+    that differ from the record's (``name -> (record's, now)``)."""
+
+    record: Record
+    cell: Cell
+    opts: RunOptions
+    split: Split
+    changed_versions: dict[str, tuple[str, str | None]]
+
+
+def prepare_rerun(path: Path, **exec_opts: Any) -> Rerun:
+    """Check that the cell a record describes can be rerun exactly, before any fit: the record
+    reads, its model and config resolve, its device and data set are usable here, and the split
+    built now has the record's fingerprint (else a ConfigError: the data or split code changed).
+    ``exec_opts``: how to execute (out, data_dir, jobs, threads, checkpoint...; not the device)."""
+    from dataclasses import replace
+
+    from recbench.plan import cell_from_record
+    from recbench.results import read_record
+
+    old = read_record(path)
+    cell = cell_from_record(old.data)
+    opts = RunOptions(**{**exec_opts, "device": old.data.get("device", "cpu")}, force=True)
+    check_run_options(opts.out, opts.device)
+    check_datasets([cell.dataset], opts.data_dir)
+    spec = replace(opts, split_seed=cell.split.seed, validation=cell.split.validation, n_negatives=cell.split.n_negatives)
+    split = default_split_loader(spec)(cell.dataset)
+    if split.fingerprint != old.data.get("split"):
+        raise ConfigError(
+            f"{path}: the split of {cell.dataset!r} is now {split.fingerprint[:16]}, the record's is "
+            f"{str(old.data.get('split'))[:16]} (the data or the split code changed): cannot rerun it exactly"
+        )
+    now = versions()
+    changed = {k: (v, now.get(k)) for k, v in (old.data.get("versions") or {}).items() if now.get(k) != v}
+    return Rerun(old, cell, opts, split, changed)

@@ -144,7 +144,7 @@ def run_cmd(
 
     for path, record in written:
         Console().print(render_markdown(record), markup=False, highlight=False, soft_wrap=True)
-        err.print(f"wrote {path} and {path.with_suffix('.md')}", highlight=False)
+        err.print(f"wrote {path} and {path.with_suffix('.md')}", highlight=False, soft_wrap=True)
     if any(m["status"] != "ok" for _path, record in written for m in record["models"]):
         raise typer.Exit(1)
 
@@ -164,7 +164,10 @@ def data_cmd(
         raise fail(f"--repeats {repeats}: must be ≥ 1")
     if not file.is_file():
         raise fail(f"{file}: no such file")
-    text = _json_text(bench_data(file, dataset, repeats))
+    try:
+        text = _json_text(bench_data(file, dataset, repeats))
+    except ValueError as e:  # an unknown data set, a file that does not parse
+        raise fail(first_line(e), code=1) from None
     if json_out is not None:
         write_bytes_atomic(json_out, (text + "\n").encode())
     sys.stdout.write(text + "\n")

@@ -169,7 +169,8 @@ def run(
     from recbench.plan import execute, parse_overrides, plan_run
     from recbench.progress import make_reporter
     from recbench.registry import parse_model_list
-    from recbench.runner import RunOptions, check_datasets, check_run_options, prepare_rerun
+    from recbench.rerun import prepare_rerun
+    from recbench.runner import RunOptions, check_datasets, check_run_options
 
     apply_threads(threads)
     rerun = None

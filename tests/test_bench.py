@@ -189,6 +189,20 @@ def test_a_failing_model_is_recorded_and_the_rest_go_on(split: Split, monkeypatc
     assert "failed: RuntimeError" in bench.render_markdown(rec)
 
 
+def test_the_record_is_handed_over_after_every_model(split: Split) -> None:
+    seen: list[tuple[list[str], bool]] = []
+    opts = bench.BenchOptions(repeats=1, matmul_n=32, matmul_repeats=1, protocols=("sampled",), eval_runs=1)
+
+    def update(rec: dict) -> None:
+        seen.append(([m["model"] for m in rec["models"]], rec["complete"]))
+        assert "unfinished" in bench.render_markdown(rec)  # renders without the end peak
+
+    rec = bench.run_bench("tiny", ["itempop", "bpr"], opts, split_loader=lambda _: split, on_update=update)
+    assert seen == [(["itempop"], False), (["itempop", "bpr"], False)]
+    assert rec["complete"] is True and rec["matmul_peak"]["end"] is not None
+    assert "unfinished" not in bench.render_markdown(rec)
+
+
 def test_bad_options_fail_before_any_work(split: Split) -> None:
     with pytest.raises(ConfigError):
         bench.BenchOptions(protocols=("nope",))

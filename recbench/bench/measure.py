@@ -109,7 +109,8 @@ def median(values: Sequence[float | None]) -> float | None:
     return float(statistics.median(vals)) if vals else None
 
 
-def _overrides_for(name: str, opts: BenchOptions) -> dict[str, Any]:
+def overrides_for(name: str, opts: BenchOptions) -> dict[str, Any]:
+    """The config overrides of model ``name``: its ``--set`` values and the bench's ``--epochs``."""
     from recbench.registry import get_model_class
 
     over = dict(opts.overrides.get(name, {}))
@@ -177,7 +178,7 @@ def bench_model(
     dev = torch_device(opts.device)
     label = label or name
     try:
-        over = _overrides_for(name, opts)
+        over = overrides_for(name, opts)
         probe = build_model(name, over)
         rec["config"] = config_to_dict(probe.config)
         cfg_epochs = rec["config"].get("epochs")

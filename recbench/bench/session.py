@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from recbench.bench.flops import matmul_peak, torch_device
-from recbench.bench.measure import BenchOptions, _overrides_for, bench_model, median
+from recbench.bench.measure import BenchOptions, bench_model, median, overrides_for
 from recbench.data.types import Split
 from recbench.models.base import ConfigError
 from recbench.results import Record
@@ -60,16 +60,17 @@ def _check_models(models: list[str], opts: BenchOptions) -> None:
     for m in opts.overrides:
         if m not in models:
             raise ConfigError(f"--set names model {m!r}, which is not in --models ({', '.join(models)})")
-        build_model(m, _overrides_for(m, opts))
+        build_model(m, overrides_for(m, opts))
 
 
 def _this_run(peak_start: dict[str, Any]) -> dict[str, Any]:
-    """One process's part of a record: when, how, its own matmul peak and its models."""
+    """One process's part of a record: when, how, with which code, its own matmul peak and its models."""
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "matmul_peak": {"start": peak_start, "end": None, "flops_per_s": peak_start["flops_per_s"]},
         "load_average": _loadavg(),
+        "git": _git_state(),
         "models": [],
     }
 
@@ -117,7 +118,7 @@ def _new_record(dataset: str, opts: BenchOptions, dev: Any, split: Split, load_s
         },
         "hardware": hardware(opts.device),
         "versions": versions(),
-        "git": _git_state(),
+        "git": run["git"],
         "load_average": run["load_average"],
         "matmul_peak": dict(run["matmul_peak"]),
         "complete": False,
@@ -180,9 +181,8 @@ def run_bench(
     if resume is None:
         record = _new_record(dataset, opts, dev, split, load_s, run)
     else:
-        record = {**resume, "models": [m for m in resume["models"] if m["status"] == "ok"]}
-        record["runs"] = [*(resume.get("runs") or []), run]
-    done = {m["model"] for m in record["models"]}
+        record = {**resume, "models": list(resume["models"]), "runs": [*(resume.get("runs") or []), run]}
+    done = {m["model"] for m in record["models"] if m["status"] == "ok"}  # a failed model is measured again
     measured = []
     for m in models:
         if m in done:
@@ -191,7 +191,11 @@ def run_bench(
             continue
         label = f"{dataset} · {m} · seed {opts.seed}"
         rec = bench_model(split, m, opts, peak_start["flops_per_s"], reporter, label)
-        record["models"].append(rec)
+        failed_before = [k for k, old in enumerate(record["models"]) if old["model"] == m]
+        if failed_before:
+            record["models"][failed_before[0]] = rec
+        else:
+            record["models"].append(rec)
         run["models"].append(m)
         measured.append(rec)
         if reporter is not None:

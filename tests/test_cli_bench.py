@@ -129,6 +129,7 @@ def test_bench_takes_a_comma_list_of_datasets(tmp_path: Path, monkeypatch: pytes
         (["-d", " , "], "--dataset: give at least one dataset"),
         (["-m", "nosuch"], "unknown model 'nosuch'"),
         (["-m", "bpr", "--set", "ncf.epochs=2"], "not in --models"),
+        (["-d", "ml-100k", "-m", "bpr", "--set", "bpr.nope=1"], "unknown parameter bpr.nope"),  # before a fetch
         (["--repeats", "0"], "--repeats must be at least 1"),
     ],
 )

@@ -107,7 +107,7 @@ def run_cmd(
     measured; the same command again resumes it). A finished bench run again measures again,
     into a new file."""
     from recbench.bench.measure import BenchOptions
-    from recbench.bench.session import bench_datasets
+    from recbench.bench.session import bench_datasets, check_models
     from recbench.plan import parse_overrides
     from recbench.progress import make_reporter
     from recbench.registry import parse_model_list
@@ -135,6 +135,7 @@ def run_cmd(
         )
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out} exists and is not a folder")
+        check_models(names, opts)  # every value checked before a data set is fetched
         check_datasets(datasets, data_dir)
         with make_reporter(err) as reporter:
             written = bench_datasets(datasets, names, opts, reporter, fresh=fresh)

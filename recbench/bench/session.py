@@ -22,7 +22,7 @@ from recbench.models.base import ConfigError
 from recbench.results import Record
 from recbench.runner import Reporter, build_model, hardware, versions
 
-__all__ = ["bench_datasets", "run_bench"]
+__all__ = ["bench_datasets", "check_models", "run_bench"]
 
 
 def _git_state() -> dict[str, Any] | None:
@@ -51,7 +51,7 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def _check_models(models: list[str], opts: BenchOptions) -> None:
+def check_models(models: list[str], opts: BenchOptions) -> None:
     """Every model name and override resolves before any work."""
     from recbench.registry import get_model_class
 
@@ -163,7 +163,7 @@ def run_bench(
     data, device and options) its models measured ``ok`` are kept and skipped, the others
     measured and added; every model's ``peak_fraction`` is against its own run's matmul peak.
     ``load_s``: the split's load time when ``split_loader`` hands over a split loaded before."""
-    _check_models(models, opts)
+    check_models(models, opts)
     dev = torch_device(opts.device)
     if opts.threads:
         import torch
@@ -230,7 +230,7 @@ def bench_datasets(
     when the data set is done. An unfinished record of the same data, device, split and options
     under ``opts.out`` is resumed (its measured models skipped) unless ``fresh``. Returns each
     data set's record and its path."""
-    _check_models(models, opts)
+    check_models(models, opts)
     return [_bench_dataset(ds, models, opts, reporter, fresh, split_loader) for ds in datasets]
 
 

@@ -167,8 +167,12 @@ def test_make_ml1m_data_and_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert runner.invoke(app, ["bench", "-m", m, *FAST, "--out", str(out / m)]).exit_code == 0
     parts = [str(p) for p in sorted(out.glob("*/*.json"))]
     merged = tmp_path / "merged.json"
-    r = runner.invoke(app, ["bench", "merge", str(merged), *parts, str(tmp_path / "missing.json")])
+    (tmp_path / "empty.json").write_text("")  # a process killed as it claimed its file
+    r = runner.invoke(
+        app, ["bench", "merge", str(merged), *parts, str(tmp_path / "missing.json"), str(tmp_path / "empty.json")]
+    )
     assert r.exit_code == 0, r.output
+    assert "empty.json: not a bench record, skipped" in r.stderr
     rec = json.loads(merged.read_text())
     assert [m["model"] for m in rec["models"]] == ["bpr", "itempop"] and len(rec["runs"]) == 2
     assert "| bpr | ok |" in merged.with_suffix(".md").read_text()

@@ -26,6 +26,7 @@ from recbench.cli_options import (
     err,
     fail,
     first_line,
+    warn,
 )
 from recbench.models.base import ConfigError
 
@@ -208,13 +209,18 @@ def merge_cmd(
         list[Path] | None, typer.Argument(help="Bench JSON records (missing files are skipped).")
     ] = None,
 ) -> None:
-    """Merge bench records of one data set and device (e.g. one process per model) into one."""
+    """Merge bench records of one data set and device (e.g. one process per model) into one;
+    missing and unreadable files are skipped."""
     from recbench.bench.files import merge_records, save_bench
 
-    try:
-        recs = [json.loads(f.read_text()) for f in records or [] if f.exists()]
-    except ValueError as e:
-        raise fail(f"not a bench record: {first_line(e)}", code=1) from None
+    recs = []
+    for f in records or []:
+        if not f.exists():
+            continue
+        try:
+            recs.append(json.loads(f.read_text()))
+        except (OSError, ValueError) as e:  # e.g. a process killed while claiming its file
+            warn(f"{f}: not a bench record, skipped ({first_line(e)})")
     if not recs:
         raise fail("no records to merge", code=1)
     save_bench(merge_records(recs), out)

@@ -601,3 +601,47 @@ def _execute_processes(cells: Sequence[Cell], splits: dict[SplitSpec, Split], op
         events.put(None)
         pump.join(timeout=10)
     return [r for r in out if r is not None]
+
+
+# ----------------------------------------------------------------------------- checks before any work
+
+
+def check_device(device: str) -> None:
+    """``device`` is cpu, cuda, cuda:N, mps or auto, and present on this machine (ConfigError)."""
+    import re
+
+    if device not in ("auto", "cpu", "mps") and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise ConfigError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N, mps, auto")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: no CUDA device is available here; valid: cpu, auto")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ConfigError("--device mps: no MPS device is available here; valid: cpu, auto")
+
+
+def check_run_options(out: Path, device: str) -> None:
+    """Fail before any work (and before anything is written) on an unusable ``out`` or ``device``."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    check_device(device)
+
+
+def check_datasets(names: Sequence[str], data_dir: Path | None) -> None:
+    """Unknown names fail before any work; known but unfetched ones are fetched."""
+    from recbench.data import fetch, is_fetched, load_registry
+
+    reg = load_registry()
+    for n in names:
+        if n not in reg:
+            raise ConfigError(f"unknown dataset {n!r}; valid: {', '.join(reg)}")
+    for n in names:
+        if not is_fetched(n, data_dir):
+            fetch(n, data_dir=data_dir)

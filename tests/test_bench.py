@@ -192,6 +192,42 @@ def test_a_failing_model_is_recorded_and_the_rest_go_on(split: Split, monkeypatc
     assert "failed: RuntimeError" in bench.render_markdown(rec)
 
 
+def test_the_record_is_handed_over_after_every_model(split: Split) -> None:
+    seen: list[tuple[list[str], bool]] = []
+    opts = bench.BenchOptions(repeats=1, matmul_n=32, matmul_repeats=1, protocols=("sampled",), eval_runs=1)
+
+    def update(rec: dict) -> None:
+        seen.append(([m["model"] for m in rec["models"]], rec["complete"]))
+        assert "unfinished" in bench.render_markdown(rec)  # renders without the end peak
+
+    rec = bench.run_bench("tiny", ["itempop", "bpr"], opts, split_loader=lambda _: split, on_update=update)
+    assert seen == [(["itempop"], False), (["itempop", "bpr"], False)]
+    assert rec["complete"] is True and rec["matmul_peak"]["end"] is not None
+    assert "unfinished" not in bench.render_markdown(rec)
+
+
+def test_a_resumed_record_measures_its_failed_model_again_in_place(split: Split, monkeypatch) -> None:
+    from baselines.itempop import ItemPop
+
+    opts = bench.BenchOptions(repeats=1, matmul_n=32, matmul_repeats=1, protocols=("sampled",), eval_runs=1)
+    with monkeypatch.context() as m:
+        m.setattr(ItemPop, "fit", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("planted")))
+        first = bench.run_bench("tiny", ["itempop", "bpr"], opts, split_loader=lambda _: split)
+    assert [r["status"] for r in first["models"]] == ["failed", "ok"]
+    first["complete"] = False  # as a bench killed after these two
+    measured: list[str] = []
+    rec = bench.run_bench(
+        "tiny", ["itempop", "bpr"], opts, split_loader=lambda _: split, resume=first,
+        on_model=lambda r: measured.append(r["model"]),
+    )  # fmt: skip
+    assert measured == ["itempop"]  # bpr was measured ok
+    assert [(r["model"], r["status"]) for r in rec["models"]] == [("itempop", "ok"), ("bpr", "ok")]
+    assert [r["models"] for r in rec["runs"]] == [["itempop", "bpr"], ["itempop"]]
+    with pytest.raises(ConfigError, match="another split"):
+        other = leave_one_out(make_synthetic(n_users=40, n_items=150, mean_interactions=12, seed=4), seed=0)
+        bench.run_bench("tiny", ["bpr"], opts, split_loader=lambda _: other, resume=first)
+
+
 def test_bad_options_fail_before_any_work(split: Split) -> None:
     with pytest.raises(ConfigError):
         bench.BenchOptions(protocols=("nope",))

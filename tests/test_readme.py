@@ -43,9 +43,11 @@ def test_the_readme_has_runnable_commands() -> None:
 @pytest.mark.parametrize("cmd", COMMANDS)
 def test_readme_command_runs(cmd: str, tmp_path: Path) -> None:
     (tmp_path / "results").symlink_to(REPO / "results")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", "COLUMNS": "200"}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "COLUMNS": "200"}
     if cmd.startswith("recbench report") and "--results" not in cmd:  # reads ./runs: make some
-        subprocess.run(["recbench", "run", "--models", "itempop"], cwd=tmp_path, env=env, check=True, capture_output=True)
+        made = ["recbench", "run", "--models", "itempop"]
+        subprocess.run(made, cwd=tmp_path, env=env, check=True, capture_output=True)
     r = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, f"{cmd}\n{r.stderr[-3000:]}"
     assert "Traceback" not in r.stderr

@@ -11,7 +11,6 @@ guard). Scoring runs :meth:`~TorchModel.predict` in inference batches.
 from __future__ import annotations
 
 import copy
-import inspect
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,7 +20,7 @@ from torch import nn
 
 from recbench.data.types import TrainData
 from recbench.models.base import BaseModel, FitContext, ModelError
-from recbench.models.sampling import Batches, EpochInstances, pointwise_batches
+from recbench.models.sampling import Batches, pointwise_batches
 from recbench.models.trainer import Trainer
 
 EPS = 1e-7
@@ -166,21 +165,6 @@ class TorchModel(BaseModel):
         self.reset(train, rng)
         assert self.module is not None
         self.module.eval()
-
-    # ------------------------------------------------------------------ legacy view
-    @property
-    def sampling(self) -> str:
-        """Deprecated: ``"pairwise"`` when :meth:`batch_loss` takes ``negatives``, else
-        ``"pointwise"``. Only for ``recbench.bench._one_batch`` until it draws
-        ``next(model.batches(train, rng))``; nothing in training reads it."""
-        return "pairwise" if "negatives" in inspect.signature(self.batch_loss).parameters else "pointwise"
-
-    def epoch_instances(self, train: TrainData, rng: np.random.Generator) -> EpochInstances:
-        """Deprecated: one epoch of a pointwise model's :meth:`batches`, concatenated (only for
-        ``recbench.bench._one_batch``, see :attr:`sampling`)."""
-        parts = [tuple(t.cpu().numpy() for t in b) for b in self.batches(train, rng)]
-        users, items, targets = (np.concatenate([p[k] for p in parts]) for k in range(3))
-        return EpochInstances(users, items, targets)
 
     # ------------------------------------------------------------------ scoring
     def _score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:

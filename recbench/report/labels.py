@@ -39,7 +39,7 @@ MODEL_REVISIONS: dict[str, tuple[int, bool]] = {
     "opeci-iu": (2, True),
 }
 """Every registered model in the registry's order: ``(revision, reg rule)``. With the reg rule
-(:meth:`recbench.training.TorchModel.revision_of`) a config with ``reg != 0`` is at least
+(:meth:`recbench.models.torch.TorchModel.revision_of`) a config with ``reg != 0`` is at least
 revision 2. ``tests/test_report_labels.py`` checks this table against ``recbench.registry``."""
 
 PAPER_ORDER = ["bpr", "dmf", "itempop", "ncf", "cml", "cadncf", "opeci"]

@@ -335,19 +335,18 @@ def test_accelerator_nan_guard_reads_the_flag_only_every_sync_every_steps(tiny_s
         trainer.step(good(), 1, 3)
 
 
-def test_legacy_sampling_view_for_bench(tiny_split: Split) -> None:
-    """``sampling`` and ``epoch_instances`` stay readable until ``bench._one_batch`` draws
-    ``next(model.batches(...))``; they follow ``batch_loss`` and ``batches``."""
-    train = tiny_split.train
-    assert Toy().sampling == "pointwise" and ToyPairwise().sampling == "pairwise"
-    assert MODELS["cml"]().sampling == "pairwise" and MODELS["dmf"]().sampling == "pointwise"
-    m = ToyNCE(ToyConfig(n_negatives=2, batch_size=64))
-    inst = m.epoch_instances(train, np.random.default_rng(0))
-    ref = pointwise_instances(train, np.random.default_rng(0), 2, rating_targets(train))
-    n = len(inst.users)
-    assert n in (len(ref.users), len(ref.users) - 1)
-    for a, b in ((inst.users, ref.users), (inst.items, ref.items), (inst.targets, ref.targets)):
-        np.testing.assert_array_equal(a, b[:n])
+def test_bench_counts_flops_on_the_first_batch_of_the_models_own_scheme(tiny_split: Split) -> None:
+    """``bench`` needs no knowledge of sampling schemes: it draws ``next(model.batches(...))``."""
+    from recbench.bench.flops import _one_batch
+
+    for m, width in ((ToyNCE(ToyConfig(n_negatives=2, batch_size=64)), 3), (ToyPairwise(ToyConfig(batch_size=16)), 4)):
+        m.init_module(tiny_split.train, np.random.default_rng(0))
+        args, samples = _one_batch(m, tiny_split, np.random.default_rng(0))
+        batches = m.batches(tiny_split.train, np.random.default_rng(0))
+        ref = next(batches)
+        assert len(args) == width and samples == batches.done > 0
+        for a, b in zip(args, ref, strict=True):
+            assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,7 @@ def worker(dataset: str, steps: int, users: int, threads: int) -> dict[str, obje
     if hasattr(model, "batches"):
         batches = model.batches(split.train, rng)
         total = batches.total
-        chosen = [next(batches)[0] for _ in range(steps)]
+        chosen = [next(batches) for _ in range(steps)]
     else:  # before the Trainer refactor
         inst = model.epoch_instances(split.train, rng)
         bs, total = model.config.batch_size, len(inst.users)

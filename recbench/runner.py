@@ -213,6 +213,10 @@ def hardware(device: str = "cpu") -> dict[str, Any]:
         import torch
 
         info["torch_threads"] = torch.get_num_threads()
+        # the vector ISA torch's kernels dispatch to (AVX2, AVX512, ...): one CPU model name can
+        # hide several (virtual machines report "AMD EPYC" for Zen 2 to Zen 4), and float
+        # results of the same code differ between them
+        info["isa"] = torch.backends.cpu.get_cpu_capability()
         from threadpoolctl import threadpool_info
 
         info["blas"] = [f"{p.get('internal_api')} {p.get('version') or ''} ({p.get('num_threads')} threads)".replace("  ", " ")

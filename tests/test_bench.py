@@ -322,3 +322,29 @@ def test_evaluator_ranks_float32_scores_exactly_as_float64(split: Split) -> None
 
     for fn in (lambda m: sampled_ranks(m, split.test), lambda m: full_ranks(m, split.train, split.test)[0]):
         assert np.array_equal(fn(Fixed(np.float32)), fn(Fixed(np.float64)))
+
+
+def test_stage_rates_cut_opecis_step_and_leave_the_model_as_it_was(tiny_split: Split) -> None:
+    """Every stage is measured (matrix-product FLOPs where it has any), the weights and the
+    optimiser-free state come back unchanged, and a model without stages gets none."""
+    import torch
+
+    from recbench.bench.files import stage_table
+    from recbench.bench.stages import stage_rates
+    from recbench.registry import MODELS
+
+    cls = MODELS["opeci"]
+    m = cls(cls.Config(epochs=0, embedding_size=8, mlp_hidden=(16, 8), batch_size=64, precision="fp32"))
+    m.fit(tiny_split.train, np.random.default_rng(0))
+    before = {k: v.clone() for k, v in m.module.state_dict().items()}
+    rows = stage_rates(m, tiny_split, np.random.default_rng(0), peak_flops_per_s=1e12, repeats=2)
+    assert [r["stage"] for r in rows] == ["aggregation", "block", "mlp", "optimiser"]
+    by = {r["stage"]: r for r in rows}
+    assert by["block"]["flops"] > 0 and by["mlp"]["flops"] > 0 and by["aggregation"]["flops"] > 0
+    assert by["optimiser"]["flops"] == 0 and by["optimiser"]["peak_fraction"] is None
+    assert all(r["ms"] > 0 for r in rows) and 0 < by["mlp"]["peak_fraction"] < 1
+    after = m.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert stage_rates(MODELS["itempop"](), tiny_split, np.random.default_rng(0)) == []
+    md = "\n".join(stage_table({"model": "opeci", "stages": rows}))
+    assert "| mlp |" in md and "Per stage" in md and "| optimiser |" in md

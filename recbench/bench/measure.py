@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from recbench.bench.flops import count_step_flops, parameter_count, sync, torch_device
+from recbench.bench.stages import stage_rates
 from recbench.data.types import Split
 from recbench.eval import metrics
 from recbench.eval.evaluator import PROTOCOLS, evaluate
@@ -64,6 +65,7 @@ MODEL_FIELDS = (
     "flops_by_op",
     "achieved_flops_per_s",
     "peak_fraction",
+    "stages",
     "metrics",
     "raw",
 )
@@ -262,6 +264,9 @@ def bench_model(
                 rec["achieved_flops_per_s"] = fl["flops_per_sample"] * rec["samples_per_s"]
                 if peak_flops_per_s:
                     rec["peak_fraction"] = rec["achieved_flops_per_s"] / peak_flops_per_s
+            stages = stage_rates(model, split, np.random.default_rng(opts.seed), peak_flops_per_s)
+            if stages:
+                rec["stages"] = stages
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # the bench goes on with the next model; the failure is recorded

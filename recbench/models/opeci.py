@@ -117,6 +117,7 @@ Execution switches (the same function, other float rounding; not part of a recor
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -461,6 +462,44 @@ class OPECI(TorchModel):
             b.momentum = mom
         m.eval()
         self._cache = None
+
+    def training_stages(
+        self, users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor
+    ) -> dict[str, Callable[[], object]]:
+        """One training step of this batch cut into its stages, each a callable doing that
+        stage's forward and backward on its own (inputs of the later stages precomputed and
+        detached), for ``recbench bench``'s per-stage rates: ``aggregation`` (both sides'
+        factors), ``block`` (the correlation attention, ``W^O`` included), ``mlp`` (the head) and
+        ``optimiser`` (one Adam step of a separate optimiser; it changes the weights, so the
+        caller restores them)."""
+        m = self.module
+        assert isinstance(m, OPECIModule)
+        m.train()
+        low = m.low_precision(users.device)
+        with torch.no_grad():
+            h0, z0 = m.pair_factors(users, items)
+            with torch.autocast(users.device.type, dtype=torch.bfloat16, enabled=low):
+                o0 = m.attended(h0, z0).float()
+
+        def aggregation() -> None:
+            h, z = m.pair_factors(users, items)
+            (h.sum() + z.sum()).backward()
+
+        def block() -> None:
+            h, z = h0.clone().requires_grad_(), z0.clone().requires_grad_()
+            with torch.autocast(users.device.type, dtype=torch.bfloat16, enabled=low):
+                o = m.attended(h, z)
+            o.float().sum().backward()
+
+        def mlp() -> None:
+            o = o0.clone().requires_grad_()
+            with torch.autocast(users.device.type, dtype=torch.bfloat16, enabled=low):
+                out = m.head(o)
+            out.float().sum().backward()
+
+        opt = self.optimizer()
+        self.batch_loss(users, items, targets).backward()  # gradients for the optimiser stage
+        return {"aggregation": aggregation, "block": block, "mlp": mlp, "optimiser": opt.step}
 
     @torch.no_grad()
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:

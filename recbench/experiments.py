@@ -60,6 +60,7 @@ MIN_SEEDS = 3
 
 
 def load_presets() -> dict[str, Any]:
+    """``recbench/experiments.toml``: the experiments' grids and the paper's settings."""
     with resources.files("recbench").joinpath("experiments.toml").open("rb") as f:
         return tomllib.load(f)
 
@@ -87,6 +88,7 @@ class Preset:
 
 
 def get_preset(name: str, presets: dict[str, Any] | None = None) -> Preset:
+    """The preset of experiment ``name`` (a one-line error naming the valid ones)."""
     presets = presets or load_presets()
     table = presets.get("experiments", {}).get(name)
     if table is None:
@@ -142,10 +144,12 @@ class Cell:
 
 
 def _field_names(model: str) -> set[str]:
+    """The config fields of ``model``."""
     return {f.name for f in dataclasses.fields(MODELS[model].Config)}
 
 
 def _coerce_values(p: Preset, values: tuple[str, ...] | None) -> list[Any]:
+    """``--values`` parsed as the grid parameter's type (the preset's grid without it)."""
     if values is None:
         return list(p.values)
     if p.param is None:
@@ -166,7 +170,8 @@ def plan(name: str, datasets: list[str], opts: ExperimentOptions) -> tuple[Prese
         raise ConfigError("--dataset: give at least one dataset")
     for m, params in opts.overrides.items():
         if m not in p.models:
-            raise ConfigError(f"--set names model {m!r}, which experiment {name!r} does not run ({', '.join(p.models)})")
+            raise ConfigError(
+                f"--set names model {m!r}, which experiment {name!r} does not run ({', '.join(p.models)})")
         if p.param is not None and p.param in params:
             raise ConfigError(f"--set {m}.{p.param}: experiment {name!r} varies {p.param} itself (use --values)")
         resolve_config(m, sets=params)
@@ -188,7 +193,9 @@ def plan(name: str, datasets: list[str], opts: ExperimentOptions) -> tuple[Prese
     return p, cells, caption_notes(p, datasets, opts, values, presets)
 
 
-def caption_notes(p: Preset, datasets: list[str], opts: ExperimentOptions, values: list[Any], presets: dict[str, Any]) -> list[str]:
+def caption_notes(
+    p: Preset, datasets: list[str], opts: ExperimentOptions, values: list[Any], presets: dict[str, Any]
+) -> list[str]:
     """Every departure from the paper's settings, in words."""
     notes = []
     if len(opts.seeds) < MIN_SEEDS:
@@ -201,7 +208,8 @@ def caption_notes(p: Preset, datasets: list[str], opts: ExperimentOptions, value
         sets = " ".join(f"{m}.{k}={v}" for m, kv in opts.overrides.items() for k, v in kv.items())
         notes.append(f"Changed from the paper's settings with --set: {sets}.")
     if p.param is not None and values != list(p.values):
-        notes.append(f"Grid reduced to {p.param} ∈ {{{', '.join(map(str, values))}}} (paper: {{{', '.join(map(str, p.values))}}}).")
+        notes.append(f"Grid reduced to {p.param} ∈ {{{', '.join(map(str, values))}}} "
+                     f"(paper: {{{', '.join(map(str, p.values))}}}).")
     no_paper = [d for d in datasets if d not in presets.get("paper_settings", {})]
     if no_paper:
         notes.append(f"No paper settings for {', '.join(no_paper)}: every model at its config defaults there.")
@@ -220,7 +228,8 @@ def short_notes(p: Preset, datasets: list[str], opts: ExperimentOptions) -> list
         for k, v in kv.items():
             by_setting.setdefault(f"{k}={v}", []).append(m)
     if by_setting:
-        out.append("--set " + ", ".join(k if set(ms) >= set(p.models) else f"{k} ({', '.join(ms)})" for k, ms in by_setting.items()))
+        out.append("--set " + ", ".join(k if set(ms) >= set(p.models) else f"{k} ({', '.join(ms)})"
+                                        for k, ms in by_setting.items()))
     if opts.values is not None:
         out.append(f"{p.param} ∈ {{{', '.join(opts.values)}}} only")
     presets = load_presets()
@@ -263,7 +272,8 @@ def run_experiment(
     for c in cells:
         every = max(p.eval_every, curves.get("eval_every", 0) if c.model in curves.get("models", []) else 0)
         for seed in opts.seeds:
-            run_cells.append(RunCell(spec[c.dataset], c.model, c.config, seed, opts.protocols, every, tags={"experiment": name}))
+            run_cells.append(RunCell(spec[c.dataset], c.model, c.config, seed, opts.protocols, every,
+                                     tags={"experiment": name}))
     records: list[Record] = []
     missing: list[str] = []
     if opts.no_fit:
@@ -288,7 +298,8 @@ def _command(p: Preset, datasets: list[str], opts: ExperimentOptions) -> str:
     nothing, so cannot fill the cells the page lacks); finished cells are reused anyway."""
     if opts.command:
         return shlex.join([a for a in shlex.split(opts.command) if a != "--no-fit"])
-    args = ["recbench", "experiment", p.name, "--dataset", ",".join(datasets), "--seeds", ",".join(map(str, opts.seeds))]
+    args = ["recbench", "experiment", p.name, "--dataset", ",".join(datasets),
+            "--seeds", ",".join(map(str, opts.seeds))]
     if opts.epochs is not None:
         args += ["--epochs", str(opts.epochs)]
     for m, kv in opts.overrides.items():
@@ -348,6 +359,7 @@ class Part:
 
 
 def _para(text: str) -> Part:
+    """A paragraph of plain text."""
     return Part(text, f"<p>{html.escape(text)}</p>")
 
 
@@ -370,6 +382,7 @@ def _pivot_part(summary: pd.DataFrame, paper: bool = False) -> Part:
 
 
 def _default_value(p: Preset) -> Any:
+    """The grid parameter's value in the model's default config."""
     return getattr(MODELS[p.models[0]].Config(), p.param) if p.param is not None else None
 
 
@@ -435,11 +448,13 @@ def _default_note(p: Preset, datasets: list[str], presets: dict[str, Any]) -> st
 
 
 def _legend_below(fig: Figure, axes: np.ndarray) -> None:
+    """One legend under the panels, each label once."""
     seen: dict[str, Any] = {}
     for ax in axes.ravel():
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(lab, h)
-    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(len(seen), 4), fontsize=9, frameon=False)
+    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(len(seen), 4), fontsize=9,
+               frameon=False)
 
 
 def _param_figure(tidy: pd.DataFrame, xlabel: str, spread: Spread, logx: bool, paper_label: str) -> Figure:
@@ -457,7 +472,8 @@ def _param_figure(tidy: pd.DataFrame, xlabel: str, spread: Spread, logx: bool, p
             ax.plot(o["x"], o["mean"], marker="o", linewidth=1.6, color="tab:blue", label=ours_label)
             bars = o[o["std"].notna() & (o["n_seeds"] >= 2)]
             if len(bars):
-                ax.errorbar(bars["x"], bars["mean"], yerr=bars["std"], fmt="none", capsize=3, color="tab:blue", linewidth=1.2)
+                ax.errorbar(bars["x"], bars["mean"], yerr=bars["std"], fmt="none", capsize=3, color="tab:blue",
+                            linewidth=1.2)
             pp = d[d["paper"].notna()]
             if len(pp):
                 ax.plot(pp["x"], pp["paper"], marker="s", linestyle="--" if len(pp) > 1 else "none", color="black",
@@ -476,7 +492,7 @@ def _param_figure(tidy: pd.DataFrame, xlabel: str, spread: Spread, logx: bool, p
     return fig
 
 
-def _epoch_figure(curves: pd.DataFrame, metric: str, spread: Spread) -> Figure:
+def _epoch_figure(curves: pd.DataFrame, metric: str) -> Figure:
     """One panel per data set: ``metric`` after each epoch per model, the mean over seeds with a
     ± 1 std band where an epoch has 2 or more seeds; the x axis spans whole epochs (a one-epoch
     fit is a marker at epoch 1, not a lone point on a 0.96–1.04 axis) and the y axis starts at 0."""
@@ -509,13 +525,15 @@ def _epoch_figure(curves: pd.DataFrame, metric: str, spread: Spread) -> Figure:
 
 
 def _curves(records: list[Record]) -> pd.DataFrame:
+    """Per-epoch test metrics of every record: dataset, model, seed, epoch, hr@10, ndcg@10."""
     rows = []
     for r in records:
         if r.status != "ok":
             continue
         for h in r.data.get("history", []):
             if "test" in h and "epoch" in h:
-                rows.append({"dataset": r["dataset"], "model": r["model"], "seed": r["seed"], "epoch": h["epoch"], **h["test"]})
+                rows.append({"dataset": r["dataset"], "model": r["model"], "seed": r["seed"], "epoch": h["epoch"],
+                             **h["test"]})
     return pd.DataFrame(rows, columns=["dataset", "model", "seed", "epoch", "hr@10", "ndcg@10"])
 
 
@@ -540,8 +558,9 @@ def _report_parts(rep: R.Report) -> list[Part]:
     ours, paper, others, chosen = R.table2_view(rep)
     if not ours.empty:
         shown = "; ".join(f"{m} = {lab}" for m, lab in chosen.items() if lab != m)
-        parts += [_para("Table 2 (sampled protocol), as the paper lays it out. Mean ± std over model seeds (the number of "
-                        "seeds in parentheses); one configuration per model" + (f" ({shown})" if shown else "") + "."),
+        parts += [_para("Table 2 (sampled protocol), as the paper lays it out. Mean ± std over model seeds (the "
+                        "number of seeds in parentheses); one configuration per model"
+                        + (f" ({shown})" if shown else "") + "."),
                   _table(ours), _para("The paper's Table 2 (HR@10 / NDCG@10, sampled protocol):"), _table(paper)]
         if not others.empty:
             parts += [_para("Other configurations and variants (sampled protocol):"), _table(others)]
@@ -551,7 +570,8 @@ def _report_parts(rep: R.Report) -> list[Part]:
                         style={**R.HTML_STYLE, "second": None, "mark": "&dagger;"}).reset_index()
         for c in ("Dataset", "Metric"):
             cells[c] = cells[c].map(lambda v: html.escape(str(v)))
-        parts += [_para(f"{R.proto_title(rep, proto)}. {R.legend(rep, proto)} Best per row in bold."), _table(md, cells)]
+        parts += [_para(f"{R.proto_title(rep, proto)}. {R.legend(rep, proto)} Best per row in bold."),
+                  _table(md, cells)]
     for proto in rep.protocols:
         parts += [_para(f"Statistics, {proto} protocol: 95 % confidence interval (t, over seeds) and paired tests."),
                   _table(R.stats_table(rep, proto))]
@@ -565,7 +585,9 @@ def _report_parts(rep: R.Report) -> list[Part]:
     return parts
 
 
-def write_outputs(p: Preset, datasets: list[str], records: list[Record], notes: list[str], opts: ExperimentOptions) -> ExperimentResult:
+def write_outputs(
+    p: Preset, datasets: list[str], records: list[Record], notes: list[str], opts: ExperimentOptions
+) -> ExperimentResult:
     """The table (markdown, CSV), figure (PNG, SVG), HTML page and README, from ``records``."""
     folder = opts.out / "experiments" / p.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -589,14 +611,19 @@ def write_outputs(p: Preset, datasets: list[str], records: list[Record], notes: 
         rep = R.build_report(None, p.metrics, paper=False, records=ok, label=lambda r: str(r["config"][p.param]))
         paper, paper_label = _paper_points(p, datasets, presets)
         table, tidy = _param_table(p, rep, paper)
-        xlabel = {"n_negatives": "negative sampling ratio (negatives per positive)", "embedding_size": "embedding size d"}.get(p.param, p.param)
+        xlabel = {"n_negatives": "negative sampling ratio (negatives per positive)",
+                  "embedding_size": "embedding size d"}.get(p.param, p.param)
         fig_err = spread.drawn("error bars")
         fig = _param_figure(tidy, xlabel, spread, logx=p.param == "embedding_size", paper_label=paper_label)
         parts = [table]
         csv = tidy
-        paper_text = {"table3.csv": "; the paper's Table 3 in parentheses (every point it has, also where ours is not run)."}.get(
-            p.paper or "", "; in parentheses the paper's Table 2 value of OPECI at the paper's d (the paper's Figure 4 "
-            "is published as a plot only)." if paper is not None and not paper.empty else ".")
+        if p.paper == "table3.csv":
+            paper_text = "; the paper's Table 3 in parentheses (every point it has, also where ours is not run)."
+        elif paper is not None and not paper.empty:
+            paper_text = ("; in parentheses the paper's Table 2 value of OPECI at the paper's d (the paper "
+                          "publishes Figure 4 as a plot only).")
+        else:
+            paper_text = "."
         caption = (f"{title}. OPECI, sampled protocol ({cands}), {spread.summary}; best per row in bold"
                    f"{paper_text} {_default_note(p, datasets, presets)}")
     elif p.name == "interaction":
@@ -605,7 +632,7 @@ def write_outputs(p: Preset, datasets: list[str], records: list[Record], notes: 
         if curves.empty:
             raise ConfigError("experiment 'interaction': the records hold no per-epoch test metrics (eval_every=1)")
         fig_err = spread.drawn("bands")
-        fig = _epoch_figure(curves, "ndcg@10", spread)
+        fig = _epoch_figure(curves, "ndcg@10")
         parts = [_table(_curve_table(curves, p.metrics)), _para("Final models (after the last epoch):"),
                  _pivot_part(rep.summary), _para(R.legend(rep, "sampled"))]
         csv = curves.groupby(["dataset", "model", "epoch"])[["hr@10", "ndcg@10"]].agg(["mean", "std", "count"])
@@ -634,12 +661,14 @@ def write_outputs(p: Preset, datasets: list[str], records: list[Record], notes: 
     table_text = f"**{caption_full}**\n\n{table_md}\n"
     if failed:
         table_text += "\nFailed cells:\n" + "\n".join(f"- {f}" for f in failed) + "\n"
-        parts = [*parts, Part("", "<p>Failed cells:</p><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in failed) + "</ul>")]
+        items = "".join(f"<li>{html.escape(f)}</li>" for f in failed)
+        parts = [*parts, Part("", f"<p>Failed cells:</p><ul>{items}</ul>")]
     (folder / "table.md").write_text(table_text)
     csv.to_csv(folder / "table.csv", index=False)
     files += [folder / "table.md", folder / "table.csv"]
     short = short_notes(p, datasets, opts)
-    F.retitle(fig, f"{title}\n({fig_err})", ("Reduced/changed settings (see README): " + "; ".join(short)) if short else "")
+    F.retitle(fig, f"{title}\n({fig_err})",
+              ("Reduced/changed settings (see README): " + "; ".join(short)) if short else "")
     files += F.save(fig, folder / "figure")
     files.append(_write_html(folder, p, caption_full, parts, fig))
     files.append(_write_readme(folder, p, datasets, opts, caption_full, table_text))
@@ -647,10 +676,11 @@ def write_outputs(p: Preset, datasets: list[str], records: list[Record], notes: 
 
 
 def _md(df: pd.DataFrame) -> str:
+    """``df`` as a GitHub markdown table, cells verbatim."""
     return tabulate(df, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
 
 
-def _write_html(folder: Path, p: Preset, caption: str, parts: list[Part], fig: Any) -> Path:
+def _write_html(folder: Path, p: Preset, caption: str, parts: list[Part], fig: Figure) -> Path:
     """One self-contained page: caption, tables (built from the data) and the figure (base64 PNG)."""
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
              "td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:right}img{max-width:100%}")
@@ -663,7 +693,10 @@ def _write_html(folder: Path, p: Preset, caption: str, parts: list[Part], fig: A
     return path
 
 
-def _write_readme(folder: Path, p: Preset, datasets: list[str], opts: ExperimentOptions, caption: str, table_text: str) -> Path:
+def _write_readme(
+    folder: Path, p: Preset, datasets: list[str], opts: ExperimentOptions, caption: str, table_text: str
+) -> Path:
+    """README.md: the exact command, the settings, the figure and the table."""
     cmd = _command(p, datasets, opts)
     lines = [
         f"# {p.title}",
@@ -675,8 +708,10 @@ def _write_readme(folder: Path, p: Preset, datasets: list[str], opts: Experiment
         cmd,
         "```",
         "",
-        f"- models: {', '.join(p.models)}" + (f"; {p.param} ∈ {{{', '.join(map(str, p.values))}}} in the preset" if p.param else ""),
-        f"- datasets: {', '.join(datasets)}; seeds: {', '.join(map(str, opts.seeds))}; protocol(s): {', '.join(opts.protocols)}",
+        f"- models: {', '.join(p.models)}"
+        + (f"; {p.param} ∈ {{{', '.join(map(str, p.values))}}} in the preset" if p.param else ""),
+        f"- datasets: {', '.join(datasets)}; seeds: {', '.join(map(str, opts.seeds))}; "
+        f"protocol(s): {', '.join(opts.protocols)}",
         f"- the paper's per-dataset settings: {_settings_text(datasets)}",
         f"- written {datetime.now(UTC).isoformat(timespec='seconds')}",
         "",
@@ -693,6 +728,7 @@ def _write_readme(folder: Path, p: Preset, datasets: list[str], opts: Experiment
 
 
 def _settings_text(datasets: list[str]) -> str:
+    """The paper's settings of each data set, in words."""
     presets = load_presets()
     parts = []
     for d in datasets:
@@ -700,6 +736,7 @@ def _settings_text(datasets: list[str]) -> str:
         if not s:
             parts.append(f"{d}: none (model defaults)")
         else:
-            parts.append(f"{d}: " + "; ".join(f"{m} " + ", ".join(f"{k}={v}" for k, v in kv.items()) for m, kv in s.items()))
+            parts.append(f"{d}: " + "; ".join(f"{m} " + ", ".join(f"{k}={v}" for k, v in kv.items())
+                                              for m, kv in s.items()))
     return " · ".join(parts)
 

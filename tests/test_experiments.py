@@ -142,7 +142,8 @@ def test_paper_settings_per_dataset() -> None:
     assert cells[0].overrides == {"embedding_size": 32, "n_negatives": 2}
     _, cells, _ = E.plan("aggregation", ["yelp"], opts)
     assert all(c.overrides == {"embedding_size": 64, "n_negatives": 8} for c in cells)  # variants share OPECI's
-    assert list(E.paper_table3().query("dataset == 'yelp' and metric == 'ndcg@10'").paper) == [0.143, 0.151, 0.153, 0.159, 0.156]
+    yelp = E.paper_table3().query("dataset == 'yelp' and metric == 'ndcg@10'")
+    assert list(yelp.paper) == [0.143, 0.151, 0.153, 0.159, 0.156]
 
 
 def test_errors_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,7 +209,8 @@ def test_one_fit_serves_every_experiment_and_run(micro: Split, tmp_path: Path) -
     from recbench.runner import RunOptions
 
     ov = {k: v for k, v in OPECI_TINY.items()}
-    plain = run_grid(["micro"], ["opeci"], RunOptions(overrides={"opeci": {**ov, "epochs": "1"}}, out=tmp_path, eval_every=1),
+    plain = run_grid(["micro"], ["opeci"],
+                     RunOptions(overrides={"opeci": {**ov, "epochs": "1"}}, out=tmp_path, eval_every=1),
                      split_loader=lambda _: micro)
     first = E.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction"), split_loader=lambda _: micro)
     second = E.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation"), split_loader=lambda _: micro)
@@ -230,11 +232,13 @@ def test_no_fit_builds_from_existing_records_and_lists_the_missing(micro: Split,
     """--no-fit: nothing is trained; the outputs hold what exists and the caption names the rest."""
     E.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction"), split_loader=lambda _: micro)
     before = sorted(p.name for p in (tmp_path / "records").rglob("*.json"))
-    res = E.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation", no_fit=True), split_loader=lambda _: micro)
+    res = E.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation", no_fit=True),
+                           split_loader=lambda _: micro)
     assert sorted(p.name for p in (tmp_path / "records").rglob("*.json")) == before  # no fit, no record
     assert [r["model"] for r in res.records] == ["opeci"]
     table = (res.folder / "table.md").read_text()
-    assert "Not run yet (3 of 4 fits; built with --no-fit): micro opeci-i seed 0; micro opeci-u seed 0; micro opeci-iu seed 0." in table
+    assert ("Not run yet (3 of 4 fits; built with --no-fit): micro opeci-i seed 0; micro opeci-u seed 0; "
+            "micro opeci-iu seed 0.") in table
     assert "Not run yet" in (res.folder / "README.md").read_text()
     from recbench.report import select_records
     from recbench.results import iter_records
@@ -284,7 +288,7 @@ def test_caption_says_error_bars_only_when_drawn(micro: Split, tmp_path: Path, m
 def test_one_epoch_curve_is_a_marker_on_a_sensible_axis() -> None:
     curves = pd.DataFrame({"dataset": ["micro"] * 2, "model": ["opeci", "opeci-inner"], "seed": [0, 0], "epoch": [1, 1],
                            "hr@10": [0.5, 0.4], "ndcg@10": [0.3, 0.2]})
-    fig = E._epoch_figure(curves, "ndcg@10", E.Spread(1, 1))
+    fig = E._epoch_figure(curves, "ndcg@10")
     ax = fig.axes[0]
     lo, hi = ax.get_xlim()
     assert lo <= 0.5 and hi >= 1.5  # whole epochs, not 0.96–1.04

@@ -516,7 +516,7 @@ def _epoch_figure(curves: pd.DataFrame, metric: str) -> Figure:
             top = max(top, float((g["mean"] + g["std"].fillna(0)).max()))
         ax.set_xlim(0.5, last + 0.5)
         ax.set_ylim(0, min(1.0, top * 1.15))
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xticks(range(1, last + 1, max(1, (last + 9) // 10)))  # whole epochs only
         ax.set_title(F.dataset_label(ds), fontsize=10)
         ax.set_xlabel("epoch", fontsize=9)
         ax.set_ylabel(f"{F.metric_label(metric)} (test, sampled)", fontsize=9)

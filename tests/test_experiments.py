@@ -292,6 +292,7 @@ def test_one_epoch_curve_is_a_marker_on_a_sensible_axis() -> None:
     ax = fig.axes[0]
     lo, hi = ax.get_xlim()
     assert lo <= 0.5 and hi >= 1.5  # whole epochs, not 0.96–1.04
+    assert list(ax.get_xticks()) == [1]
     assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] > 0.3
     assert all(ln.get_markersize() >= 6 for ln in ax.get_lines())
     assert not ax.collections  # no band with one seed

@@ -67,11 +67,20 @@ def test_neg_ratio_with_paper_numbers(micro: Split, tmp_path: Path) -> None:
     res = E.run_experiment("neg-ratio", ["ml-100k"], _opts(tmp_path, "neg-ratio", values=("2", "6")),
                            split_loader=lambda _: split)
     table = _files_ok(res)
-    assert "n_negatives=2" in table and "n_negatives=6" in table and "n_negatives=4" not in table
+    # columns in numeric order (not 10 before 2), the default labelled; every point of the paper's
+    # Table 3 shown, also where ours is not run (issue 16, findings 4 and 14)
+    header = next(ln for ln in table.splitlines() if ln.startswith("| Dataset"))
+    cols = [c.strip() for c in header.strip("|").split("|")][2:]
+    assert cols == ["n_negatives=2", "n_negatives=4", "n_negatives=6 (default)", "n_negatives=8", "n_negatives=10"]
     assert "(paper 0.757)" in table and "(paper 0.441)" in table
+    assert "— (paper 0.769)" in table and "— (paper 0.761)" in table  # n = 8 and 10: the paper's only
+    assert "(default): OPECI's default n_negatives = 6." in table
     assert "Grid reduced to n_negatives ∈ {2, 6}" in table
     df = pd.read_csv(res.folder / "table.csv")
-    assert set(df.x) == {2, 6} and df.paper.notna().all()
+    assert set(df.x) == {2, 4, 6, 8, 10} and df.paper.notna().all()
+    assert set(df.dropna(subset=["mean"]).x) == {2, 6}
+    page = (res.folder / "report.html").read_text()
+    assert "**" not in page and "<b>" in page and "<td>— (paper 0.769)</td>" in page
     recs = [r for r in res.records if r.status == "ok"]
     assert {r["config"]["n_negatives"] for r in recs} == {2, 6}
     assert all(r["config"]["embedding_size"] == 8 and r["tags"] == {"experiment": "neg-ratio"} for r in recs)
@@ -87,7 +96,8 @@ def test_interaction_curves(micro: Split, tmp_path: Path) -> None:
     res = E.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction", epochs=2),
                            split_loader=lambda _: micro)
     res_table = (res.folder / "table.md").read_text()
-    assert "best epoch" in res_table and "opeci-inner" in res_table
+    assert "NDCG@10 at the last epoch" in res_table and "opeci-inner" in res_table
+    assert "best" not in res_table.lower()  # no epoch chosen on the test split
     curves = pd.read_csv(res.folder / "curves_per_seed.csv")
     assert set(curves.model) == {"opeci", "opeci-inner"} and set(curves.epoch) == {1, 2}
     assert all(r["eval_every"] == 1 for r in res.records)
@@ -132,7 +142,8 @@ def test_paper_settings_per_dataset() -> None:
     assert cells[0].overrides == {"embedding_size": 32, "n_negatives": 2}
     _, cells, _ = E.plan("aggregation", ["yelp"], opts)
     assert all(c.overrides == {"embedding_size": 64, "n_negatives": 8} for c in cells)  # variants share OPECI's
-    assert list(E.paper_table3().query("dataset == 'yelp' and metric == 'ndcg@10'").paper) == [0.143, 0.151, 0.153, 0.159, 0.156]
+    yelp = E.paper_table3().query("dataset == 'yelp' and metric == 'ndcg@10'")
+    assert list(yelp.paper) == [0.143, 0.151, 0.153, 0.159, 0.156]
 
 
 def test_errors_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,7 +188,14 @@ def test_cli_experiment(micro: Split, tmp_path: Path, monkeypatch: pytest.Monkey
     r = CliRunner().invoke(app, ["experiment", "table2", "-d", "ml-1m,ml-100k", "--dry-run", "--out", str(out)])
     assert r.exit_code == 0 and "14 cell(s) x 3 seed(s) = 42 fits" in r.stdout
     assert "ml-1m\topeci\t{'embedding_size': 32, 'n_negatives': 8}" in r.stdout
-    r = CliRunner().invoke(app, ["experiment", "neg-ratio", "-d", "synthetic", "--set", "opeci.n_negatives=2", "--out", str(out)])
+    # a page rebuilt with --no-fit tells how to regenerate it: the same command without --no-fit
+    r = CliRunner().invoke(app, [*args, "--no-fit"])
+    assert r.exit_code == 0, r.output
+    readme = (folder / "README.md").read_text()
+    command = readme.split("```bash\n")[1].split("\n```")[0]
+    assert command.startswith("recbench experiment embedding-size") and "--no-fit" not in command
+    r = CliRunner().invoke(app, ["experiment", "neg-ratio", "-d", "synthetic", "--set", "opeci.n_negatives=2",
+                                 "--out", str(out)])
     assert r.exit_code == 2 and "varies n_negatives itself" in r.output
 
 
@@ -191,7 +209,8 @@ def test_one_fit_serves_every_experiment_and_run(micro: Split, tmp_path: Path) -
     from recbench.runner import RunOptions
 
     ov = {k: v for k, v in OPECI_TINY.items()}
-    plain = run_grid(["micro"], ["opeci"], RunOptions(overrides={"opeci": {**ov, "epochs": "1"}}, out=tmp_path, eval_every=1),
+    plain = run_grid(["micro"], ["opeci"],
+                     RunOptions(overrides={"opeci": {**ov, "epochs": "1"}}, out=tmp_path, eval_every=1),
                      split_loader=lambda _: micro)
     first = E.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction"), split_loader=lambda _: micro)
     second = E.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation"), split_loader=lambda _: micro)
@@ -213,13 +232,106 @@ def test_no_fit_builds_from_existing_records_and_lists_the_missing(micro: Split,
     """--no-fit: nothing is trained; the outputs hold what exists and the caption names the rest."""
     E.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction"), split_loader=lambda _: micro)
     before = sorted(p.name for p in (tmp_path / "records").rglob("*.json"))
-    res = E.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation", no_fit=True), split_loader=lambda _: micro)
+    res = E.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation", no_fit=True),
+                           split_loader=lambda _: micro)
     assert sorted(p.name for p in (tmp_path / "records").rglob("*.json")) == before  # no fit, no record
     assert [r["model"] for r in res.records] == ["opeci"]
     table = (res.folder / "table.md").read_text()
-    assert "Not run yet (3 of 4 fits; built with --no-fit): micro opeci-i seed 0; micro opeci-u seed 0; micro opeci-iu seed 0." in table
+    assert ("Not run yet (3 of 4 fits; built with --no-fit): micro opeci-i seed 0; micro opeci-u seed 0; "
+            "micro opeci-iu seed 0.") in table
     assert "Not run yet" in (res.folder / "README.md").read_text()
     from recbench.report import select_records
     from recbench.results import iter_records
 
     assert [r["model"] for r in select_records(iter_records(tmp_path), "aggregation")] == ["opeci"]
+
+
+# ----------------------------------------------------------------------------- issue 16, finding 14
+
+
+def _capture_figures(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The figures ``write_outputs`` saves (through ``figures.save``), kept for inspection."""
+    saved: list = []
+    real = E.F.save
+
+    def save(fig, stem):
+        saved.append(fig)
+        return real(fig, stem)
+
+    monkeypatch.setattr(E.F, "save", save)
+    return saved
+
+
+def _error_bars(fig) -> int:
+    from matplotlib.container import ErrorbarContainer
+
+    return sum(isinstance(c, ErrorbarContainer) and c.has_yerr for ax in fig.axes for c in ax.containers)
+
+
+@pytest.mark.parametrize(("seeds", "words", "bars"), [
+    ((0,), "single seed: no error bars", False),
+    ((0, 1), "error bars: ± 1 std over 2 seeds", True),
+])
+def test_caption_says_error_bars_only_when_drawn(micro: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 seeds: tuple[int, ...], words: str, bars: bool) -> None:
+    figs = _capture_figures(monkeypatch)
+    res = E.run_experiment("embedding-size", ["micro"], _opts(tmp_path, "embedding-size", values=("8",), seeds=seeds),
+                           split_loader=lambda _: micro)
+    (fig,) = figs
+    title = fig.get_suptitle()
+    assert words in title.replace("\n", " ")
+    assert ("± 1 std" in title) == bars and (_error_bars(fig) > 0) == bars
+    table = (res.folder / "table.md").read_text()
+    assert ("a single seed (no std)" in table) == (not bars) and ("mean ± std over 2 seeds" in table) == bars
+
+
+def test_one_epoch_curve_is_a_marker_on_a_sensible_axis() -> None:
+    curves = pd.DataFrame({"dataset": ["micro"] * 2, "model": ["opeci", "opeci-inner"], "seed": [0, 0], "epoch": [1, 1],
+                           "hr@10": [0.5, 0.4], "ndcg@10": [0.3, 0.2]})
+    fig = E._epoch_figure(curves, "ndcg@10")
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    assert lo <= 0.5 and hi >= 1.5  # whole epochs, not 0.96–1.04
+    assert list(ax.get_xticks()) == [1]
+    assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] > 0.3
+    assert all(ln.get_markersize() >= 6 for ln in ax.get_lines())
+    assert not ax.collections  # no band with one seed
+
+
+def test_curve_table_reports_the_last_epoch_not_the_best_on_test() -> None:
+    curves = pd.DataFrame({"dataset": "micro", "model": "opeci", "seed": [0, 0, 1, 1], "epoch": [1, 2, 1, 2],
+                           "hr@10": [0.6, 0.4, 0.6, 0.2], "ndcg@10": [0.5, 0.3, 0.5, 0.1]})
+    t = E._curve_table(curves, ["hr@10", "ndcg@10"])
+    assert list(t.columns) == ["Dataset", "Model", "Epochs", "HR@10 at the last epoch", "NDCG@10 at the last epoch"]
+    assert t.loc[0, "NDCG@10 at the last epoch"] == "0.200 ± 0.141" and t.loc[0, "Epochs"] == 2
+
+
+def test_embedding_size_panel_has_the_papers_point() -> None:
+    import types
+
+    paper, label = E._paper_points(E.get_preset("embedding-size"), ["ml-100k", "ml-1m", "micro"], E.load_presets())
+    assert "Table 2" in label
+    assert {(r.dataset, r.metric, r.x, r.paper) for r in paper.itertuples()} == {
+        ("ml-100k", "hr@10", 64, 0.774), ("ml-100k", "ndcg@10", 64, 0.441),
+        ("ml-1m", "hr@10", 32, 0.786), ("ml-1m", "ndcg@10", 32, 0.479)}
+    summary = pd.DataFrame({"protocol": "sampled", "dataset": "ml-100k", "metric": ["hr@10"] * 2, "model": ["8", "64"],
+                            "n_seeds": 1, "mean": [0.5, 0.6], "std": float("nan"), "ci95_low": float("nan"),
+                            "ci95_high": float("nan")})
+    part, tidy = E._param_table(E.get_preset("embedding-size"), types.SimpleNamespace(summary=summary), paper)
+    assert "| **0.600** (paper 0.774)" in part.md and "embedding_size=64 (default)" in part.md
+    fig = E._param_figure(tidy, "d", E.Spread(1, 1), logx=True, paper_label=label)
+    assert label in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_html_tables_are_built_from_the_data_not_from_markdown() -> None:
+    df = pd.DataFrame({"Model": ["a | b", "**c"], "Score": ["<1>", "0.5"]})
+    part = E._table(df)
+    assert "<td>a | b</td>" in part.html and "<td>**c</td>" in part.html and "<td>&lt;1&gt;</td>" in part.html
+    assert "<b>" not in part.html and part.html.count("<tr>") == 3
+
+
+def test_regenerate_command_never_has_no_fit(tmp_path: Path) -> None:
+    opts = E.ExperimentOptions(out=tmp_path, no_fit=True,
+                               command="recbench experiment aggregation --dataset micro --seeds 0 --out x --no-fit")
+    assert E._command(E.get_preset("aggregation"), ["micro"], opts) == (
+        "recbench experiment aggregation --dataset micro --seeds 0 --out x")

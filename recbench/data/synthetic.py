@@ -19,14 +19,20 @@ def make_synthetic(
     n_factors: int = 8,
     seed: int = 0,
     name: str = "synthetic",
+    affinity_scale: float = 2.0,
+    popularity_weight: float = 0.5,
 ) -> Interactions:
-    """Generate the synthetic data set (about ``n_users * mean_interactions`` interactions)."""
+    """Generate the synthetic data set (about ``n_users * mean_interactions`` interactions).
+
+    ``affinity_scale`` multiplies the (unit-variance) latent affinity and ``popularity_weight``
+    the log popularity in the choice logits: their ratio sets how much a user's picks follow
+    their own taste rather than the crowd's."""
     rng = np.random.default_rng(seed)
     p = rng.normal(size=(n_users, n_factors)).astype(np.float32)
     q = rng.normal(size=(n_items, n_factors)).astype(np.float32)
     pop = rng.zipf(1.6, size=n_items).clip(max=1000).astype(np.float64)
-    affinity = (p @ q.T) / np.sqrt(n_factors) * 2.0
-    logits = affinity + 0.5 * np.log(pop)[None, :]
+    affinity = (p @ q.T) / np.sqrt(n_factors) * affinity_scale
+    logits = affinity + popularity_weight * np.log(pop)[None, :]
     gumbel = -np.log(-np.log(rng.random((n_users, n_items)) + 1e-12) + 1e-12)
     keys = logits + gumbel
     k_user = np.clip(rng.poisson(mean_interactions, size=n_users), 5, n_items - 101)

@@ -193,7 +193,7 @@ def test_too_many_negatives_is_a_dataset_error(tiny: Tiny) -> None:
 def test_synthetic_always_works() -> None:
     data = fetch("synthetic", progress=False)
     again = load_dataset("synthetic")
-    assert data.fingerprint == again.fingerprint and data.n_users == 300
+    assert data.fingerprint == again.fingerprint and data.n_users == 100
     assert is_fetched("synthetic")
 
 

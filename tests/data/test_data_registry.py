@@ -31,7 +31,7 @@ def test_builtin_registry_matches_the_issue() -> None:
     assert ft.rating_values == (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
     assert not ft.timestamps and ft.md5 is None and ft.sha256 is None
     assert reg["yelp"].archive == "file" and reg["yelp"].sha256 is None
-    assert reg["synthetic"].is_generated and reg["synthetic"].params_dict["n_users"] == 300
+    assert reg["synthetic"].is_generated and reg["synthetic"].params_dict["n_users"] == 100
     for spec in reg.values():
         assert spec.license, spec.name
 

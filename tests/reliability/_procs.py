@@ -34,6 +34,11 @@ GRID = [
 ]
 N_CELLS = 2 * len(GRID_SEEDS)
 
+# The embedded synthetic set is sized for a demo (NCF ~0.1 s an epoch): the tests that kill a fit
+# after its second checkpoint run on this larger generated set instead (``large_env``).
+LARGE = "synthetic-large"
+LARGE_DATASETS = Path(__file__).with_name("datasets-large.toml")
+
 
 def grid_args(out: Path, seeds: Sequence[int] = GRID_SEEDS) -> list[str]:
     return ["run", *GRID, "--seeds", ",".join(map(str, seeds)), "--out", str(out)]
@@ -53,6 +58,11 @@ def child_env(**extra: str) -> dict[str, str]:
     env.update(extra)
     assert "RECBENCH_HOME" in env, "tests/conftest.py sets RECBENCH_HOME for every test"
     return env
+
+
+def large_env(**extra: str) -> dict[str, str]:
+    """:func:`child_env` with the registry extended by ``LARGE`` (``datasets-large.toml``)."""
+    return child_env(RECBENCH_DATASETS=str(LARGE_DATASETS), **extra)
 
 
 def recbench(

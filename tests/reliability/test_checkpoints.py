@@ -20,7 +20,7 @@ from recbench.plan import run_grid
 from recbench.results import Record, iter_records
 from recbench.runner import Reporter, RunOptions
 
-from ._procs import child_env, recbench, spawn
+from ._procs import LARGE, large_env, recbench, spawn
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,7 +36,7 @@ CASES = {
 
 
 def _args(model: str, out: Path) -> list[str]:
-    return ["run", "--dataset", "synthetic", "--models", model, *CASES[model], "--protocol", "both", "--out", str(out)]
+    return ["run", "--dataset", LARGE, "--models", model, *CASES[model], "--protocol", "both", "--out", str(out)]
 
 
 def _record(out: Path) -> Record:
@@ -55,7 +55,7 @@ def _same_ranks(a: Record, b: Record) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["ncf", "opeci"])
 def test_kill_9_then_resume_gives_identical_ranks(model: str, tmp_path: Path) -> None:
-    env = child_env(RECBENCH_HOME=str(tmp_path / "home"))
+    env = large_env(RECBENCH_HOME=str(tmp_path / "home"))
     ref = recbench(_args(model, tmp_path / "ref"), env=env, timeout=240)
     assert ref.returncode == 0, ref.stderr
     reference = _record(tmp_path / "ref")
@@ -77,7 +77,7 @@ def test_kill_9_then_resume_gives_identical_ranks(model: str, tmp_path: Path) ->
 
     again = recbench(_args(model, out), env=env, timeout=240)
     assert again.returncode == 0, again.stderr
-    m = re.search(rf"resuming synthetic · {model} · seed 0 at epoch (\d+)/(\d+)", again.stderr)
+    m = re.search(rf"resuming {LARGE} · {model} · seed 0 at epoch (\d+)/(\d+)", again.stderr)
     assert m and int(m.group(1)) >= 3, again.stderr
     resumed = _record(out)
     assert resumed["resumed_from_epoch"] == int(m.group(1)) - 1

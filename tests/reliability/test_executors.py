@@ -14,7 +14,7 @@ import pytest
 
 from recbench.results import Record, iter_records
 
-from ._procs import child_env, recbench, spawn
+from ._procs import LARGE, child_env, large_env, recbench, spawn
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -71,8 +71,8 @@ def test_ray_local_instance_writes_the_same_records(reference: tuple[Path, dict]
 def test_ray_retries_a_killed_worker_which_resumes(reference: tuple[Path, dict], tmp_path: Path) -> None:
     pytest.importorskip("ray")
     base, _ = reference
-    env = child_env(RECBENCH_HOME=str(base / "home"))
-    args = ["run", "--dataset", "synthetic", "--models", "ncf", "--set", "ncf.epochs=6", "--executor", "ray"]
+    env = large_env(RECBENCH_HOME=str(base / "home"))
+    args = ["run", "--dataset", LARGE, "--models", "ncf", "--set", "ncf.epochs=6", "--executor", "ray"]
     one = recbench([*args[:-2], "--out", str(tmp_path / "one")], env=env, timeout=240)
     assert one.returncode == 0, one.stderr
     out = tmp_path / "ray"
@@ -88,6 +88,6 @@ def test_ray_retries_a_killed_worker_which_resumes(reference: tuple[Path, dict],
     assert killed.returncode == 0, "no Ray worker to kill"
     assert proc.wait(timeout=240) == 0, log.read_text()
     text = log.read_text()
-    assert re.search(r"resuming synthetic · ncf · seed 0 at epoch [3-6]/6", text), text
+    assert re.search(rf"resuming {LARGE} · ncf · seed 0 at epoch [3-6]/6", text), text
     _same(_records(out), _records(tmp_path / "one"))
     assert not list(out.rglob("*.ckpt"))

@@ -86,7 +86,8 @@ def test_from_record_reruns_a_cell_exactly(fault: Any, twin_runs: tuple[Path, Pa
     changed_data = tmp_path / "datasets.toml"
     changed_data.write_text(
         '[synthetic]\ngenerator = "synthetic"\nrating_values = [1, 2, 3, 4, 5]\ntimestamps = true\n'
-        "[synthetic.params]\nn_users = 300\nn_items = 500\nmean_interactions = 50\nseed = 1\n"
+        "[synthetic.params]\nn_users = 100\nn_items = 150\nmean_interactions = 9\nn_factors = 2\n"
+        "affinity_scale = 8.0\npopularity_weight = 0.25\nseed = 1\n"
     )
     with fault("`recbench run --from-record` of an NCF cell (non-default config, validation split, split seed 3, seed 1) in another process with a fresh cache", "reproducibility") as f:
         r = cli(["run", "--from-record", src.path, "--out", tmp_path / "rerun"])

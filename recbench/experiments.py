@@ -38,8 +38,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tabulate import tabulate
 
-from recbench import figures as F
-from recbench import report as R
+from recbench import figures, report
 from recbench.data.types import Split
 from recbench.models.base import ConfigError
 from recbench.plan import execute, resolve_config
@@ -374,8 +373,8 @@ def _table(df: pd.DataFrame, html_cells: pd.DataFrame | None = None) -> Part:
 
 def _pivot_part(summary: pd.DataFrame, paper: bool = False) -> Part:
     """The sampled protocol's models × (data set, metric) table; best per row in bold."""
-    md = R.pivot(summary, "sampled", paper, style=R.MD_STYLE).reset_index()
-    cells = R.pivot(summary, "sampled", paper, style={**R.HTML_STYLE, "second": None, "mark": "&dagger;"}).reset_index()
+    md = report.pivot(summary, "sampled", paper, style=report.MD_STYLE).reset_index()
+    cells = report.pivot(summary, "sampled", paper, style={**report.HTML_STYLE, "second": None, "mark": "&dagger;"}).reset_index()
     for c in ("Dataset", "Metric"):
         cells[c] = cells[c].map(lambda v: html.escape(str(v)))
     return _table(md, cells)
@@ -393,7 +392,7 @@ def _paper_points(p: Preset, datasets: list[str], presets: dict[str, Any]) -> tu
     if p.paper == "table3.csv":
         return paper_table3(), "paper (Table 3)"
     if p.param == "embedding_size":
-        t2 = R.paper_table2()
+        t2 = report.paper_table2()
         rows = []
         for ds in datasets:
             d = paper_settings(ds, "opeci", presets).get("embedding_size")
@@ -404,7 +403,7 @@ def _paper_points(p: Preset, datasets: list[str], presets: dict[str, Any]) -> tu
     return None, "paper"
 
 
-def _param_table(p: Preset, rep: R.Report, paper: pd.DataFrame | None) -> tuple[Part, pd.DataFrame]:
+def _param_table(p: Preset, rep: report.Report, paper: pd.DataFrame | None) -> tuple[Part, pd.DataFrame]:
     """(table, tidy frame) for a one-parameter grid (neg-ratio, embedding-size): columns in
     numeric order, the model's default labelled, the paper's number in parentheses at every
     point the paper has (a grid value not run yet shows ``—`` and the paper's number)."""
@@ -422,7 +421,7 @@ def _param_table(p: Preset, rep: R.Report, paper: pd.DataFrame | None) -> tuple[
     col = {x: f"{p.param}={x:g}" + (" (default)" if x == default else "") for x in sorted(set(tidy["x"]))}
     md_rows, html_rows = [], []
     for (ds, met), g in tidy.groupby(["dataset", "metric"], sort=False):
-        label = {"Dataset": F.dataset_label(ds), "Metric": F.metric_label(met)}
+        label = {"Dataset": figures.dataset_label(ds), "Metric": figures.metric_label(met)}
         md_row, html_row = dict(label), {k: html.escape(v) for k, v in label.items()}
         best = g["mean"].max()
         for _, r in g.iterrows():
@@ -441,7 +440,7 @@ def _param_table(p: Preset, rep: R.Report, paper: pd.DataFrame | None) -> tuple[
 def _default_note(p: Preset, datasets: list[str], presets: dict[str, Any]) -> str:
     """Which grid value is the default, and where the paper's setting differs from it."""
     default = _default_value(p)
-    differ = [f"{F.dataset_label(d)} {v}" for d in datasets
+    differ = [f"{figures.dataset_label(d)} {v}" for d in datasets
               if (v := paper_settings(d, p.models[0], presets).get(p.param, default)) != default]
     return f"(default): OPECI's default {p.param} = {default}" + (
         f"; the paper's setting differs on {', '.join(differ)}." if differ else ".")
@@ -462,7 +461,7 @@ def _param_figure(tidy: pd.DataFrame, xlabel: str, spread: Spread, logx: bool, p
     only where a point has 2 or more seeds; the paper's numbers (every point it has) dashed."""
     datasets = list(dict.fromkeys(tidy["dataset"]))
     metrics = list(dict.fromkeys(tidy["metric"]))
-    fig, axes = F.new_figure(len(metrics), len(datasets), panel=(3.9, 3.0))
+    fig, axes = figures.new_figure(len(metrics), len(datasets), panel=(3.9, 3.0))
     ours_label = "ours (single seed)" if spread.hi < 2 else f"ours (mean ± 1 std over {spread.seeds})"
     for i, met in enumerate(metrics):
         for j, ds in enumerate(datasets):
@@ -485,9 +484,9 @@ def _param_figure(tidy: pd.DataFrame, xlabel: str, spread: Spread, logx: bool, p
             ax.minorticks_off()
             if len(xs) == 1:
                 ax.set_xlim(xs[0] / 2 if logx else xs[0] - 1, xs[0] * 2 if logx else xs[0] + 1)
-            ax.set_title(F.dataset_label(ds), fontsize=10)
+            ax.set_title(figures.dataset_label(ds), fontsize=10)
             ax.set_xlabel(xlabel, fontsize=9)
-            ax.set_ylabel(f"{F.metric_label(met)} (sampled)", fontsize=9)
+            ax.set_ylabel(f"{figures.metric_label(met)} (sampled)", fontsize=9)
     _legend_below(fig, axes)
     return fig
 
@@ -498,7 +497,7 @@ def _epoch_figure(curves: pd.DataFrame, metric: str) -> Figure:
     fit is a marker at epoch 1, not a lone point on a 0.96–1.04 axis) and the y axis starts at 0."""
     datasets = list(dict.fromkeys(curves["dataset"]))
     models = list(dict.fromkeys(curves["model"]))
-    fig, axes = F.new_figure(1, len(datasets), panel=(4.4, 3.3))
+    fig, axes = figures.new_figure(1, len(datasets), panel=(4.4, 3.3))
     last = int(curves["epoch"].max())
     for ax, ds in zip(axes[0], datasets, strict=True):
         top = 0.05
@@ -507,19 +506,19 @@ def _epoch_figure(curves: pd.DataFrame, metric: str) -> Figure:
             if d.empty:
                 continue
             g = d.groupby("epoch")[metric].agg(["mean", "std", "count"]).reset_index()
-            ax.plot(g["epoch"], g["mean"], marker="o", markersize=3 if len(g) > 1 else 7, color=F.model_colour(mod),
+            ax.plot(g["epoch"], g["mean"], marker="o", markersize=3 if len(g) > 1 else 7, color=figures.model_colour(mod),
                     label=mod, linewidth=1.6)
             band = g[g["count"] > 1]
             if len(band):
                 ax.fill_between(band["epoch"], band["mean"] - band["std"], band["mean"] + band["std"],
-                                color=F.model_colour(mod), alpha=0.2, linewidth=0)
+                                color=figures.model_colour(mod), alpha=0.2, linewidth=0)
             top = max(top, float((g["mean"] + g["std"].fillna(0)).max()))
         ax.set_xlim(0.5, last + 0.5)
         ax.set_ylim(0, min(1.0, top * 1.15))
         ax.set_xticks(range(1, last + 1, max(1, (last + 9) // 10)))  # whole epochs only
-        ax.set_title(F.dataset_label(ds), fontsize=10)
+        ax.set_title(figures.dataset_label(ds), fontsize=10)
         ax.set_xlabel("epoch", fontsize=9)
-        ax.set_ylabel(f"{F.metric_label(metric)} (test, sampled)", fontsize=9)
+        ax.set_ylabel(f"{figures.metric_label(metric)} (test, sampled)", fontsize=9)
     _legend_below(fig, axes)
     return fig
 
@@ -544,18 +543,18 @@ def _curve_table(curves: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     for (ds, mod), g in curves.groupby(["dataset", "model"], sort=False):
         last = int(g["epoch"].max())
         at = g[g["epoch"] == last]
-        row = {"Dataset": F.dataset_label(ds), "Model": mod, "Epochs": last}
+        row = {"Dataset": figures.dataset_label(ds), "Model": mod, "Epochs": last}
         for met in metrics:
-            row[f"{F.metric_label(met)} at the last epoch"] = _fmt(at[met].mean(), at[met].std())
+            row[f"{figures.metric_label(met)} at the last epoch"] = _fmt(at[met].mean(), at[met].std())
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _report_parts(rep: R.Report) -> list[Part]:
+def _report_parts(rep: report.Report) -> list[Part]:
     """The ``table2`` page: the paper's layout, the paper's values, the other configurations,
     then the per-protocol tables, statistics, protocol agreement and cost (as ``recbench report``)."""
     parts: list[Part] = []
-    ours, paper, others, chosen = R.table2_view(rep)
+    ours, paper, others, chosen = report.table2_view(rep)
     if not ours.empty:
         shown = "; ".join(f"{m} = {lab}" for m, lab in chosen.items() if lab != m)
         parts += [_para("Table 2 (sampled protocol), as the paper lays it out. Mean ± std over model seeds (the "
@@ -565,23 +564,23 @@ def _report_parts(rep: R.Report) -> list[Part]:
         if not others.empty:
             parts += [_para("Other configurations and variants (sampled protocol):"), _table(others)]
     for proto in rep.protocols:
-        md = R.pivot(rep.summary, proto, proto == "sampled", style=R.MD_STYLE).reset_index()
-        cells = R.pivot(rep.summary, proto, proto == "sampled",
-                        style={**R.HTML_STYLE, "second": None, "mark": "&dagger;"}).reset_index()
+        md = report.pivot(rep.summary, proto, proto == "sampled", style=report.MD_STYLE).reset_index()
+        cells = report.pivot(rep.summary, proto, proto == "sampled",
+                        style={**report.HTML_STYLE, "second": None, "mark": "&dagger;"}).reset_index()
         for c in ("Dataset", "Metric"):
             cells[c] = cells[c].map(lambda v: html.escape(str(v)))
-        parts += [_para(f"{R.proto_title(rep, proto)}. {R.legend(rep, proto)} Best per row in bold."),
+        parts += [_para(f"{report.proto_title(rep, proto)}. {report.legend(rep, proto)} Best per row in bold."),
                   _table(md, cells)]
     for proto in rep.protocols:
         parts += [_para(f"Statistics, {proto} protocol: 95 % confidence interval (t, over seeds) and paired tests."),
-                  _table(R.stats_table(rep, proto))]
+                  _table(report.stats_table(rep, proto))]
     if not rep.agreement.empty:
         parts += [_para("Sampled against full ranking: each model's score and rank under both protocols; Kendall τ "
                         "between the two orderings of the models (1: same order)."),
-                  _table(R.side_by_side(rep)), _table(R.agreement_table(rep))]
+                  _table(report.side_by_side(rep)), _table(report.agreement_table(rep))]
         parts += [_para(f"Warning: {w}") for w in rep.warnings]
     if not rep.cost.empty:
-        parts += [_para(f"Cost. {R.COST_NOTE}"), _table(R.cost_table(rep))]
+        parts += [_para(f"Cost. {report.COST_NOTE}"), _table(report.cost_table(rep))]
     return parts
 
 
@@ -592,7 +591,7 @@ def write_outputs(
     folder = opts.out / "experiments" / p.name
     folder.mkdir(parents=True, exist_ok=True)
     ok = [r for r in records if r.status == "ok"]
-    failed = R.failures(records)
+    failed = report.failures(records)
     if not ok:
         raise ConfigError(f"experiment {p.name!r}: every cell failed ({failed[0] if failed else 'no cells'})")
     cell_of = lambda r: (r["dataset"], r["model"], json.dumps(r["config"], sort_keys=True))  # noqa: E731
@@ -608,7 +607,7 @@ def write_outputs(
     parts: list[Part]
 
     if p.param is not None:
-        rep = R.build_report(None, p.metrics, paper=False, records=ok, label=lambda r: str(r["config"][p.param]))
+        rep = report.build_report(None, p.metrics, paper=False, records=ok, label=lambda r: str(r["config"][p.param]))
         paper, paper_label = _paper_points(p, datasets, presets)
         table, tidy = _param_table(p, rep, paper)
         xlabel = {"n_negatives": "negative sampling ratio (negatives per positive)",
@@ -627,14 +626,14 @@ def write_outputs(
         caption = (f"{title}. OPECI, sampled protocol ({cands}), {spread.summary}; best per row in bold"
                    f"{paper_text} {_default_note(p, datasets, presets)}")
     elif p.name == "interaction":
-        rep = R.build_report(None, p.metrics, paper=False, records=ok, label=R.base_label, reference="opeci")
+        rep = report.build_report(None, p.metrics, paper=False, records=ok, label=report.base_label, reference="opeci")
         curves = _curves(ok)
         if curves.empty:
             raise ConfigError("experiment 'interaction': the records hold no per-epoch test metrics (eval_every=1)")
         fig_err = spread.drawn("bands")
         fig = _epoch_figure(curves, "ndcg@10")
         parts = [_table(_curve_table(curves, p.metrics)), _para("Final models (after the last epoch):"),
-                 _pivot_part(rep.summary), _para(R.legend(rep, "sampled"))]
+                 _pivot_part(rep.summary), _para(report.legend(rep, "sampled"))]
         csv = curves.groupby(["dataset", "model", "epoch"])[["hr@10", "ndcg@10"]].agg(["mean", "std", "count"])
         csv.columns = [f"{a}_{b}" for a, b in csv.columns]
         csv = csv.reset_index()
@@ -644,15 +643,15 @@ def write_outputs(
                    "the table gives each model after its last epoch (no epoch is chosen on the test split).")
     else:
         paper_flag = p.name == "table2"
-        rep = R.build_report(None, p.metrics, paper=paper_flag, records=ok, label=R.base_label, reference="opeci")
+        rep = report.build_report(None, p.metrics, paper=paper_flag, records=ok, label=report.base_label, reference="opeci")
         models = [m for m in p.models if m in set(rep.summary["model"])]
-        fig = F.summary_bars(rep.summary, "sampled", models, title, paper_note="white diamonds: the paper's Table 2")
+        fig = figures.summary_bars(rep.summary, "sampled", models, title, paper_note="white diamonds: the paper's Table 2")
         has_paper = rep.summary["paper"].notna().any()
         fig_err = spread.drawn("error bars") + ("; white diamonds: the paper's Table 2" if has_paper else "")
         if p.name == "table2":
             parts = _report_parts(rep)
         else:
-            parts = [_pivot_part(rep.summary), _para(R.legend(rep, "sampled") + " Best per row in bold.")]
+            parts = [_pivot_part(rep.summary), _para(report.legend(rep, "sampled") + " Best per row in bold.")]
         csv = rep.summary
         caption = f"{title}. Sampled protocol ({cands}); {spread.summary}."
 
@@ -667,9 +666,9 @@ def write_outputs(
     csv.to_csv(folder / "table.csv", index=False)
     files += [folder / "table.md", folder / "table.csv"]
     short = short_notes(p, datasets, opts)
-    F.retitle(fig, f"{title}\n({fig_err})",
+    figures.retitle(fig, f"{title}\n({fig_err})",
               ("Reduced/changed settings (see README): " + "; ".join(short)) if short else "")
-    files += F.save(fig, folder / "figure")
+    files += figures.save(fig, folder / "figure")
     files.append(_write_html(folder, p, caption_full, parts, fig))
     files.append(_write_readme(folder, p, datasets, opts, caption_full, table_text))
     return ExperimentResult(p.name, folder, files, records, notes, failed)
@@ -685,7 +684,7 @@ def _write_html(folder: Path, p: Preset, caption: str, parts: list[Part], fig: F
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
              "td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:right}img{max-width:100%}")
     body = [f"<h1>{html.escape(p.title)}</h1>", f"<p>{html.escape(caption)}</p>", *(pt.html for pt in parts)]
-    body.append(f"<figure><img alt='{html.escape(p.title)}' src='data:image/png;base64,{F.png_base64(fig)}'/>"
+    body.append(f"<figure><img alt='{html.escape(p.title)}' src='data:image/png;base64,{figures.png_base64(fig)}'/>"
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     path = folder / "report.html"
     path.write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(p.title)}</title>"

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from recbench.data.types import Split
-from recbench.eval import metrics as M
 from recbench.eval.evaluator import PROTOCOLS, evaluate
+from recbench.eval.metrics import summarize
 from recbench.models.base import (
     ConfigError,
     FitContext,
@@ -362,7 +362,7 @@ def compute_cell(split: Split, cell: Cell, opts: RunOptions, reporter: Reporter 
         held = split.test if role == "test" else split.validation
         if held is None:
             raise ConfigError("no validation split: run with --validation")
-        return M.summarize(evaluate(m, split.train, held, "sampled"), opts.ks)
+        return summarize(evaluate(m, split.train, held, "sampled"), opts.ks)
 
     from recbench.checkpoint import CheckpointSpec
 
@@ -403,7 +403,7 @@ def compute_cell(split: Split, cell: Cell, opts: RunOptions, reporter: Reporter 
                     r = evaluate(model, split.train, held, proto)
                     data["timing"][f"eval_{role}_{proto}_s"] = time.perf_counter() - t1
                     ranks[f"{role}/{proto}"] = r
-                    data["metrics"][f"{role}/{proto}" if role != "test" else proto] = M.summarize(r, opts.ks)
+                    data["metrics"][f"{role}/{proto}" if role != "test" else proto] = summarize(r, opts.ks)
         data["peak_rss_mb"] = mem.peak_mb
         data["status"] = "ok"
     except (KeyboardInterrupt, SystemExit):

@@ -29,7 +29,7 @@ import numpy as np
 
 from recbench.atomic import write_bytes_atomic
 from recbench.data.types import Split
-from recbench.eval import metrics as M
+from recbench.eval.metrics import per_user
 from recbench.models.base import ConfigError, config_to_dict
 from recbench.plan import (  # noqa: F401 - the tuned-config store, re-exported for `recbench.tune` users
     default_space,
@@ -124,7 +124,7 @@ def validation_score(rec: Record, metric: str = "ndcg@10") -> float:
     ranks = rec.ranks.get(VALIDATION_ROLE)
     if ranks is None:
         raise ConfigError(f"{rec['model']} seed {rec['seed']}: the record has no validation ranks (tuning needs validation=True)")
-    return float(M.per_user(ranks, metric).mean())
+    return float(per_user(ranks, metric).mean())
 
 
 # ----------------------------------------------------------------------------- the search

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import recbench.experiments as E
+from recbench import experiments
 from recbench.cli import app
 from recbench.data.split import leave_one_out
 from recbench.data.synthetic import make_synthetic
@@ -29,8 +29,8 @@ def micro() -> Split:
     return leave_one_out(data, seed=0)
 
 
-def _opts(out: Path, name: str, **kw) -> E.ExperimentOptions:
-    models = E.get_preset(name).models
+def _opts(out: Path, name: str, **kw) -> experiments.ExperimentOptions:
+    models = experiments.get_preset(name).models
     sets = {m: dict(OPECI_TINY) for m in models if m in OPECIS}
     if name == "embedding-size":
         sets = {m: {k: v for k, v in s.items() if k != "embedding_size"} for m, s in sets.items()}
@@ -38,10 +38,10 @@ def _opts(out: Path, name: str, **kw) -> E.ExperimentOptions:
         sets["cadncf"] = {"embedding_size": "8"}
         sets["dmf"] = {"hidden": "(16,)", "embedding_size": "8"}
     base = {"seeds": (0,), "epochs": 1, "overrides": sets, "out": out}
-    return E.ExperimentOptions(**{**base, **kw})
+    return experiments.ExperimentOptions(**{**base, **kw})
 
 
-def _files_ok(res: E.ExperimentResult) -> str:
+def _files_ok(res: experiments.ExperimentResult) -> str:
     for f in ("table.md", "table.csv", "figure.png", "figure.svg", "report.html", "README.md"):
         assert (res.folder / f).stat().st_size > 0, f
     assert (res.folder / "figure.png").read_bytes()[:4] == b"\x89PNG"
@@ -64,7 +64,7 @@ def test_opeci_is_registered() -> None:
 
 def test_neg_ratio_with_paper_numbers(micro: Split, tmp_path: Path) -> None:
     split = replace(micro, dataset="ml-100k")  # named like a paper dataset: its settings and Table 3
-    res = E.run_experiment("neg-ratio", ["ml-100k"], _opts(tmp_path, "neg-ratio", values=("2", "6")),
+    res = experiments.run_experiment("neg-ratio", ["ml-100k"], _opts(tmp_path, "neg-ratio", values=("2", "6")),
                            split_loader=lambda _: split)
     table = _files_ok(res)
     # columns in numeric order (not 10 before 2), the default labelled; every point of the paper's
@@ -86,14 +86,14 @@ def test_neg_ratio_with_paper_numbers(micro: Split, tmp_path: Path) -> None:
     assert all(r["config"]["embedding_size"] == 8 and r["tags"] == {"experiment": "neg-ratio"} for r in recs)
     # resume: a rerun reads the records back and does no new work
     n = len(list((tmp_path / "records").rglob("*.json")))
-    again = E.run_experiment("neg-ratio", ["ml-100k"], _opts(tmp_path, "neg-ratio", values=("2", "6")),
+    again = experiments.run_experiment("neg-ratio", ["ml-100k"], _opts(tmp_path, "neg-ratio", values=("2", "6")),
                              split_loader=lambda _: split)
     assert len(list((tmp_path / "records").rglob("*.json"))) == n
     assert [r.key for r in again.records] == [r.key for r in res.records]
 
 
 def test_interaction_curves(micro: Split, tmp_path: Path) -> None:
-    res = E.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction", epochs=2),
+    res = experiments.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction", epochs=2),
                            split_loader=lambda _: micro)
     res_table = (res.folder / "table.md").read_text()
     assert "NDCG@10 at the last epoch" in res_table and "opeci-inner" in res_table
@@ -104,7 +104,7 @@ def test_interaction_curves(micro: Split, tmp_path: Path) -> None:
 
 
 def test_aggregation(micro: Split, tmp_path: Path) -> None:
-    res = E.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation"), split_loader=lambda _: micro)
+    res = experiments.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation"), split_loader=lambda _: micro)
     table = _files_ok(res)
     for m in ("opeci", "opeci-i", "opeci-u", "opeci-iu"):
         assert f"| {m}" in table or f" {m} " in table
@@ -114,7 +114,7 @@ def test_aggregation(micro: Split, tmp_path: Path) -> None:
 
 
 def test_embedding_size(micro: Split, tmp_path: Path) -> None:
-    res = E.run_experiment("embedding-size", ["micro"], _opts(tmp_path, "embedding-size", values=("8", "16")),
+    res = experiments.run_experiment("embedding-size", ["micro"], _opts(tmp_path, "embedding-size", values=("8", "16")),
                            split_loader=lambda _: micro)
     table = _files_ok(res)
     assert "embedding_size=8" in table and "embedding_size=16" in table
@@ -123,7 +123,7 @@ def test_embedding_size(micro: Split, tmp_path: Path) -> None:
 
 def test_table2_all_seven(micro: Split, tmp_path: Path) -> None:
     split = replace(micro, dataset="filmtrust")
-    res = E.run_experiment("table2", ["filmtrust"], _opts(tmp_path, "table2"), split_loader=lambda _: split)
+    res = experiments.run_experiment("table2", ["filmtrust"], _opts(tmp_path, "table2"), split_loader=lambda _: split)
     table = _files_ok(res)
     assert {r["model"] for r in res.records} == {"itempop", "bpr", "dmf", "ncf", "cml", "cadncf", "opeci"}
     assert "paper 0.812" in table  # OPECI on FilmTrust, the paper's Table 2
@@ -131,37 +131,37 @@ def test_table2_all_seven(micro: Split, tmp_path: Path) -> None:
 
 
 def test_paper_settings_per_dataset() -> None:
-    opts = E.ExperimentOptions(seeds=(0, 1, 2))
-    _, cells, notes = E.plan("table2", ["ml-1m", "ml-100k"], opts)
+    opts = experiments.ExperimentOptions(seeds=(0, 1, 2))
+    _, cells, notes = experiments.plan("table2", ["ml-1m", "ml-100k"], opts)
     by = {(c.dataset, c.model): c.overrides for c in cells}
     assert by[("ml-1m", "opeci")] == {"embedding_size": 32, "n_negatives": 8}
     assert by[("ml-100k", "opeci")] == {"embedding_size": 64, "n_negatives": 6}
     assert by[("ml-1m", "bpr")] == {}
     assert notes == []  # the paper's settings, three seeds: nothing to declare
-    _, cells, _ = E.plan("neg-ratio", ["ml-1m"], opts)
+    _, cells, _ = experiments.plan("neg-ratio", ["ml-1m"], opts)
     assert cells[0].overrides == {"embedding_size": 32, "n_negatives": 2}
-    _, cells, _ = E.plan("aggregation", ["yelp"], opts)
+    _, cells, _ = experiments.plan("aggregation", ["yelp"], opts)
     assert all(c.overrides == {"embedding_size": 64, "n_negatives": 8} for c in cells)  # variants share OPECI's
-    yelp = E.paper_table3().query("dataset == 'yelp' and metric == 'ndcg@10'")
+    yelp = experiments.paper_table3().query("dataset == 'yelp' and metric == 'ndcg@10'")
     assert list(yelp.paper) == [0.143, 0.151, 0.153, 0.159, 0.156]
 
 
 def test_errors_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    opts = E.ExperimentOptions(out=tmp_path)
+    opts = experiments.ExperimentOptions(out=tmp_path)
     with pytest.raises(ConfigError, match="unknown experiment 'nosuch'"):
-        E.plan("nosuch", ["micro"], opts)
+        experiments.plan("nosuch", ["micro"], opts)
     with pytest.raises(ConfigError, match="varies n_negatives itself"):
-        E.plan("neg-ratio", ["micro"], replace(opts, overrides={"opeci": {"n_negatives": "3"}}))
+        experiments.plan("neg-ratio", ["micro"], replace(opts, overrides={"opeci": {"n_negatives": "3"}}))
     with pytest.raises(ConfigError, match="does not run"):
-        E.plan("neg-ratio", ["micro"], replace(opts, overrides={"bpr": {"epochs": "3"}}))
+        experiments.plan("neg-ratio", ["micro"], replace(opts, overrides={"bpr": {"epochs": "3"}}))
     with pytest.raises(ConfigError, match="has no grid"):
-        E.plan("aggregation", ["micro"], replace(opts, values=("2",)))
+        experiments.plan("aggregation", ["micro"], replace(opts, values=("2",)))
     with pytest.raises(ConfigError, match="expected an integer"):
-        E.plan("embedding-size", ["micro"], replace(opts, values=("big",)))
+        experiments.plan("embedding-size", ["micro"], replace(opts, values=("big",)))
     # a model that is not registered: one line naming it
-    monkeypatch.setattr(E, "MODELS", {k: v for k, v in MODELS.items() if k not in ("opeci-i", "opeci-u")})
+    monkeypatch.setattr(experiments, "MODELS", {k: v for k, v in MODELS.items() if k not in ("opeci-i", "opeci-u")})
     with pytest.raises(ConfigError, match=r"needs models not registered yet: opeci-i, opeci-u \(registered"):
-        E.plan("aggregation", ["micro"], opts)
+        experiments.plan("aggregation", ["micro"], opts)
     assert not (tmp_path / "records").exists()
 
 
@@ -212,8 +212,8 @@ def test_one_fit_serves_every_experiment_and_run(micro: Split, tmp_path: Path) -
     plain = run_grid(["micro"], ["opeci"],
                      RunOptions(overrides={"opeci": {**ov, "epochs": "1"}}, out=tmp_path, eval_every=1),
                      split_loader=lambda _: micro)
-    first = E.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction"), split_loader=lambda _: micro)
-    second = E.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation"), split_loader=lambda _: micro)
+    first = experiments.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction"), split_loader=lambda _: micro)
+    second = experiments.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation"), split_loader=lambda _: micro)
     by_model = {r["model"]: r for r in first.records}
     again = {r["model"]: r for r in second.records}
     assert by_model["opeci"]["key"] == plain[0]["key"] == again["opeci"]["key"]
@@ -230,9 +230,9 @@ def test_one_fit_serves_every_experiment_and_run(micro: Split, tmp_path: Path) -
 
 def test_no_fit_builds_from_existing_records_and_lists_the_missing(micro: Split, tmp_path: Path) -> None:
     """--no-fit: nothing is trained; the outputs hold what exists and the caption names the rest."""
-    E.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction"), split_loader=lambda _: micro)
+    experiments.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction"), split_loader=lambda _: micro)
     before = sorted(p.name for p in (tmp_path / "records").rglob("*.json"))
-    res = E.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation", no_fit=True),
+    res = experiments.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation", no_fit=True),
                            split_loader=lambda _: micro)
     assert sorted(p.name for p in (tmp_path / "records").rglob("*.json")) == before  # no fit, no record
     assert [r["model"] for r in res.records] == ["opeci"]
@@ -252,13 +252,13 @@ def test_no_fit_builds_from_existing_records_and_lists_the_missing(micro: Split,
 def _capture_figures(monkeypatch: pytest.MonkeyPatch) -> list:
     """The figures ``write_outputs`` saves (through ``figures.save``), kept for inspection."""
     saved: list = []
-    real = E.F.save
+    real = experiments.F.save
 
     def save(fig, stem):
         saved.append(fig)
         return real(fig, stem)
 
-    monkeypatch.setattr(E.F, "save", save)
+    monkeypatch.setattr(experiments.F, "save", save)
     return saved
 
 
@@ -275,7 +275,7 @@ def _error_bars(fig) -> int:
 def test_caption_says_error_bars_only_when_drawn(micro: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  seeds: tuple[int, ...], words: str, bars: bool) -> None:
     figs = _capture_figures(monkeypatch)
-    res = E.run_experiment("embedding-size", ["micro"], _opts(tmp_path, "embedding-size", values=("8",), seeds=seeds),
+    res = experiments.run_experiment("embedding-size", ["micro"], _opts(tmp_path, "embedding-size", values=("8",), seeds=seeds),
                            split_loader=lambda _: micro)
     (fig,) = figs
     title = fig.get_suptitle()
@@ -288,7 +288,7 @@ def test_caption_says_error_bars_only_when_drawn(micro: Split, tmp_path: Path, m
 def test_one_epoch_curve_is_a_marker_on_a_sensible_axis() -> None:
     curves = pd.DataFrame({"dataset": ["micro"] * 2, "model": ["opeci", "opeci-inner"], "seed": [0, 0], "epoch": [1, 1],
                            "hr@10": [0.5, 0.4], "ndcg@10": [0.3, 0.2]})
-    fig = E._epoch_figure(curves, "ndcg@10")
+    fig = experiments._epoch_figure(curves, "ndcg@10")
     ax = fig.axes[0]
     lo, hi = ax.get_xlim()
     assert lo <= 0.5 and hi >= 1.5  # whole epochs, not 0.96–1.04
@@ -301,7 +301,7 @@ def test_one_epoch_curve_is_a_marker_on_a_sensible_axis() -> None:
 def test_curve_table_reports_the_last_epoch_not_the_best_on_test() -> None:
     curves = pd.DataFrame({"dataset": "micro", "model": "opeci", "seed": [0, 0, 1, 1], "epoch": [1, 2, 1, 2],
                            "hr@10": [0.6, 0.4, 0.6, 0.2], "ndcg@10": [0.5, 0.3, 0.5, 0.1]})
-    t = E._curve_table(curves, ["hr@10", "ndcg@10"])
+    t = experiments._curve_table(curves, ["hr@10", "ndcg@10"])
     assert list(t.columns) == ["Dataset", "Model", "Epochs", "HR@10 at the last epoch", "NDCG@10 at the last epoch"]
     assert t.loc[0, "NDCG@10 at the last epoch"] == "0.200 ± 0.141" and t.loc[0, "Epochs"] == 2
 
@@ -309,7 +309,7 @@ def test_curve_table_reports_the_last_epoch_not_the_best_on_test() -> None:
 def test_embedding_size_panel_has_the_papers_point() -> None:
     import types
 
-    paper, label = E._paper_points(E.get_preset("embedding-size"), ["ml-100k", "ml-1m", "micro"], E.load_presets())
+    paper, label = experiments._paper_points(experiments.get_preset("embedding-size"), ["ml-100k", "ml-1m", "micro"], experiments.load_presets())
     assert "Table 2" in label
     assert {(r.dataset, r.metric, r.x, r.paper) for r in paper.itertuples()} == {
         ("ml-100k", "hr@10", 64, 0.774), ("ml-100k", "ndcg@10", 64, 0.441),
@@ -317,21 +317,21 @@ def test_embedding_size_panel_has_the_papers_point() -> None:
     summary = pd.DataFrame({"protocol": "sampled", "dataset": "ml-100k", "metric": ["hr@10"] * 2, "model": ["8", "64"],
                             "n_seeds": 1, "mean": [0.5, 0.6], "std": float("nan"), "ci95_low": float("nan"),
                             "ci95_high": float("nan")})
-    part, tidy = E._param_table(E.get_preset("embedding-size"), types.SimpleNamespace(summary=summary), paper)
+    part, tidy = experiments._param_table(experiments.get_preset("embedding-size"), types.SimpleNamespace(summary=summary), paper)
     assert "| **0.600** (paper 0.774)" in part.md and "embedding_size=64 (default)" in part.md
-    fig = E._param_figure(tidy, "d", E.Spread(1, 1), logx=True, paper_label=label)
+    fig = experiments._param_figure(tidy, "d", experiments.Spread(1, 1), logx=True, paper_label=label)
     assert label in [t.get_text() for t in fig.legends[0].get_texts()]
 
 
 def test_html_tables_are_built_from_the_data_not_from_markdown() -> None:
     df = pd.DataFrame({"Model": ["a | b", "**c"], "Score": ["<1>", "0.5"]})
-    part = E._table(df)
+    part = experiments._table(df)
     assert "<td>a | b</td>" in part.html and "<td>**c</td>" in part.html and "<td>&lt;1&gt;</td>" in part.html
     assert "<b>" not in part.html and part.html.count("<tr>") == 3
 
 
 def test_regenerate_command_never_has_no_fit(tmp_path: Path) -> None:
-    opts = E.ExperimentOptions(out=tmp_path, no_fit=True,
+    opts = experiments.ExperimentOptions(out=tmp_path, no_fit=True,
                                command="recbench experiment aggregation --dataset micro --seeds 0 --out x --no-fit")
-    assert E._command(E.get_preset("aggregation"), ["micro"], opts) == (
+    assert experiments._command(experiments.get_preset("aggregation"), ["micro"], opts) == (
         "recbench experiment aggregation --dataset micro --seeds 0 --out x")

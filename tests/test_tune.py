@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import recbench.tune as T
+from recbench import tune
 from recbench.cli import app
 from recbench.data.split import leave_one_out
 from recbench.data.synthetic import make_synthetic
@@ -37,59 +37,59 @@ def micro() -> Split:
 
 
 def test_default_spaces_are_data_with_the_same_budget() -> None:
-    spaces = T.load_search_spaces()
-    budget, metric = T.default_budget(spaces)
+    spaces = tune.load_search_spaces()
+    budget, metric = tune.default_budget(spaces)
     assert metric == "ndcg@10" and budget >= 5
-    assert T.default_space("opeci")["learning_rate"] == [0.001, 0.005, 0.01, 0.05, 0.1]
-    assert T.default_space("opeci-iu") == T.default_space("opeci")  # extends
-    assert T.default_space("itempop") == {}
+    assert tune.default_space("opeci")["learning_rate"] == [0.001, 0.005, 0.01, 0.05, 0.1]
+    assert tune.default_space("opeci-iu") == tune.default_space("opeci")  # extends
+    assert tune.default_space("itempop") == {}
     for name in MODELS:
-        space = T.default_space(name, spaces)
+        space = tune.default_space(name, spaces)
         if space:  # every tunable model gets a grid of exactly the budget: no model searched harder
             assert math.prod(len(v) for v in space.values()) == budget, name
-            T.search_space(name, None, spaces)  # every default value is valid for the model
+            tune.search_space(name, None, spaces)  # every default value is valid for the model
 
 
 def test_grid_parsing_and_validation() -> None:
-    assert T.split_values("0.1, 0.01") == ["0.1", "0.01"]
-    assert T.split_values("(256,64),(128,)") == ["(256,64)", "(128,)"]
-    g = T.parse_grid(["opeci.learning_rate=0.001,0.01", "opeci.mlp_hidden=(64,),(32,16)"])
+    assert tune.split_values("0.1, 0.01") == ["0.1", "0.01"]
+    assert tune.split_values("(256,64),(128,)") == ["(256,64)", "(128,)"]
+    g = tune.parse_grid(["opeci.learning_rate=0.001,0.01", "opeci.mlp_hidden=(64,),(32,16)"])
     assert g == {"opeci": {"learning_rate": ["0.001", "0.01"], "mlp_hidden": ["(64,)", "(32,16)"]}}
     with pytest.raises(ConfigError, match=r"MODEL\.PARAM=V1,V2"):
-        T.parse_grid(["opeci.learning_rate"])
+        tune.parse_grid(["opeci.learning_rate"])
     with pytest.raises(ConfigError, match="unknown parameter"):
-        T.search_space("bpr", {"nosuch": ["1"]})
+        tune.search_space("bpr", {"nosuch": ["1"]})
     with pytest.raises(ConfigError, match="expected a number"):
-        T.search_space("bpr", {"learning_rate": ["fast"]})
+        tune.search_space("bpr", {"learning_rate": ["fast"]})
 
 
 def test_candidates_full_grid_or_seeded_subset() -> None:
     space = {"b": [1, 2], "a": [0.1, 0.2, 0.3]}
-    full, size = T.candidates(space, 10)
+    full, size = tune.candidates(space, 10)
     assert size == 6 and len(full) == 6 and full[0] == {"a": 0.1, "b": 1}
-    sub, _ = T.candidates(space, 4, seed=3)
-    assert len(sub) == 4 and sub == T.candidates(space, 4, seed=3)[0]
+    sub, _ = tune.candidates(space, 4, seed=3)
+    assert len(sub) == 4 and sub == tune.candidates(space, 4, seed=3)[0]
     assert all(c in full for c in sub) and len({json.dumps(c) for c in sub}) == 4
     with pytest.raises(ConfigError):
-        T.candidates(space, 0)
+        tune.candidates(space, 0)
 
 
 def test_grid_and_set_may_not_clash() -> None:
-    opts = T.TuneOptions(fixed={"bpr": {"learning_rate": "0.1"}})
+    opts = tune.TuneOptions(fixed={"bpr": {"learning_rate": "0.1"}})
     with pytest.raises(ConfigError, match="both searched"):
-        T.plan("bpr", opts)
+        tune.plan("bpr", opts)
 
 
 # ----------------------------------------------------------------------------- the search
 
 
-def _opts(out: Path, **kw) -> T.TuneOptions:
+def _opts(out: Path, **kw) -> tune.TuneOptions:
     base = {"out": out, "trials": 3, "fixed": BPR_FIXED, "grid": {"bpr": {"learning_rate": ["0.01", "0.05", "0.1"], "reg": ["0.01"]}}}
-    return T.TuneOptions(**{**base, **kw})
+    return tune.TuneOptions(**{**base, **kw})
 
 
 def test_tune_writes_the_best_and_every_trial(micro: Split, tmp_path: Path) -> None:
-    doc = T.tune("micro", "bpr", _opts(tmp_path), split_loader=lambda _: micro)
+    doc = tune.tune("micro", "bpr", _opts(tmp_path), split_loader=lambda _: micro)
     path = tmp_path / "tuned" / "micro" / "bpr.json"
     stored = json.loads(path.read_text())
     assert stored["n_trials"] == 3 and stored["grid_size"] == 3 and len(stored["trials"]) == 3
@@ -106,7 +106,7 @@ def test_tune_writes_the_best_and_every_trial(micro: Split, tmp_path: Path) -> N
     assert doc["split"] == micro.fingerprint
     # trials resume: a second search does no new work and gives the same answer
     n_files = len(list((tmp_path / "records").rglob("*.json")))
-    again = T.tune("micro", "bpr", _opts(tmp_path), split_loader=lambda _: micro)
+    again = tune.tune("micro", "bpr", _opts(tmp_path), split_loader=lambda _: micro)
     assert again["best"] == doc["best"] and len(list((tmp_path / "records").rglob("*.json"))) == n_files
     # the report never shows tuning trials
     assert build_report(tmp_path, ["ndcg@10"]).summary.empty
@@ -127,8 +127,8 @@ class GuardedRanks(dict):
 
 
 def test_tune_never_reads_test_ranks(micro: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    plain = T.tune("micro", "bpr", _opts(tmp_path / "a"), split_loader=lambda _: micro)
-    real_execute = T.execute
+    plain = tune.tune("micro", "bpr", _opts(tmp_path / "a"), split_loader=lambda _: micro)
+    real_execute = tune.execute
 
     def guarded(*args, **kwargs):
         recs = real_execute(*args, **kwargs)
@@ -137,8 +137,8 @@ def test_tune_never_reads_test_ranks(micro: Split, tmp_path: Path, monkeypatch: 
             r.ranks = GuardedRanks(scrambled)
         return recs
 
-    monkeypatch.setattr(T, "execute", guarded)
-    checked = T.tune("micro", "bpr", _opts(tmp_path / "b"), split_loader=lambda _: micro)
+    monkeypatch.setattr(tune, "execute", guarded)
+    checked = tune.tune("micro", "bpr", _opts(tmp_path / "b"), split_loader=lambda _: micro)
     assert [t["score"] for t in checked["trials"]] == [t["score"] for t in plain["trials"]]
     assert checked["best"]["params"] == plain["best"]["params"]
 
@@ -146,11 +146,11 @@ def test_tune_never_reads_test_ranks(micro: Split, tmp_path: Path, monkeypatch: 
 def test_tune_needs_a_validation_split(micro: Split, tmp_path: Path) -> None:
     no_val = replace(micro, validation=None)
     with pytest.raises(ConfigError, match="validation"):
-        T.tune("micro", "bpr", _opts(tmp_path), split_loader=lambda _: no_val)
+        tune.tune("micro", "bpr", _opts(tmp_path), split_loader=lambda _: no_val)
 
 
 def test_run_tuned_applies_the_best_and_set_wins(micro: Split, tmp_path: Path) -> None:
-    T.tune("micro", "bpr", _opts(tmp_path), split_loader=lambda _: micro)
+    tune.tune("micro", "bpr", _opts(tmp_path), split_loader=lambda _: micro)
     best = json.loads((tmp_path / "tuned" / "micro" / "bpr.json").read_text())["best"]
     recs = run_grid(["micro"], ["bpr", "itempop"], RunOptions(out=tmp_path, tuned=tmp_path), split_loader=lambda _: micro)
     bpr = next(r for r in recs if r["model"] == "bpr")

@@ -252,13 +252,13 @@ def test_no_fit_builds_from_existing_records_and_lists_the_missing(micro: Split,
 def _capture_figures(monkeypatch: pytest.MonkeyPatch) -> list:
     """The figures ``write_outputs`` saves (through ``figures.save``), kept for inspection."""
     saved: list = []
-    real = experiments.F.save
+    real = experiments.figures.save
 
     def save(fig, stem):
         saved.append(fig)
         return real(fig, stem)
 
-    monkeypatch.setattr(experiments.F, "save", save)
+    monkeypatch.setattr(experiments.figures, "save", save)
     return saved
 
 

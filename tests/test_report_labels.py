@@ -227,3 +227,15 @@ def test_migration_adds_overrides_to_old_records(tiny_split: Split, tmp_path: Pa
     assert sorted(record_label(r) for r in recs) == labels == ["bpr[epochs=2]", "bpr[epochs=2]", "itempop", "itempop"]
     assert sorted(json.dumps(r.data["overrides"]) for r in recs) == ['{"epochs": 2}', '{"epochs": 2}', "{}", "{}"]
     assert mod.migrate(tmp_path)["had_overrides"] == 4  # idempotent
+
+
+def test_grid_labels_sort_numerically_and_the_default_is_marked() -> None:
+    """Issue 16, finding 4: ``n_negatives=10`` sorted after ``=2``, the default labelled."""
+    from recbench.report.labels import mark_defaults, order_models
+
+    labels = ["opeci[n_negatives=10]", "opeci[n_negatives=2]", "opeci", "opeci[n_negatives=4]", "ncf"]
+    ordered = order_models(labels)
+    assert [c for c in ordered if c.startswith("opeci")] == [
+        "opeci", "opeci[n_negatives=2]", "opeci[n_negatives=4]", "opeci[n_negatives=10]"]
+    marked = mark_defaults(ordered)
+    assert "opeci (defaults)" in marked and "ncf" in marked  # ncf has no variant beside it

@@ -14,6 +14,7 @@ that labelling needs no model import.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -128,4 +129,19 @@ def label_model(label: str) -> str:
 def order_models(labels: Iterable[str]) -> list[str]:
     """Distinct labels in the paper's model order, then the registry's, then by name."""
     order = {m: i for i, m in enumerate([*PAPER_ORDER, *MODEL_REVISIONS])}
-    return sorted(set(labels), key=lambda s: (order.get(label_model(s), 999), s))
+    return sorted(set(labels), key=lambda s: (order.get(label_model(s), 999), natural_key(s)))
+
+
+def mark_defaults(labels: list[str]) -> list[str]:
+    """``labels`` with a model's default configuration marked ``(defaults)`` where variants
+    of that model stand beside it (``neg-ratio``: ``opeci (defaults)``, ``opeci[n_negatives=2]``)."""
+    return [
+        f"{c} (defaults)" if c == label_model(c) and any(o != c and label_model(o) == c for o in labels) else c
+        for c in labels
+    ]
+
+
+def natural_key(label: str) -> list[Any]:
+    """Sort key that orders the numbers inside a label as numbers (``n_negatives=2`` before
+    ``=10``), not as text."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", label)]

@@ -14,7 +14,7 @@ from tabulate import tabulate
 from recbench.data.registry import dataset_label
 from recbench.report.build import Report
 from recbench.report.frames import paper_table2
-from recbench.report.labels import order_models
+from recbench.report.labels import mark_defaults, order_models
 
 MARK = "†"
 TEST_NAMES = {
@@ -56,6 +56,7 @@ def pivot(
     sub["Metric"] = sub["metric"].str.upper()
     t = sub.pivot_table(index=["Dataset", "Metric"], columns="model", values="cell", aggfunc="first", sort=False)
     t = t.reindex(columns=order_models(t.columns)).fillna("—")
+    t.columns = mark_defaults(list(t.columns))
     t.columns.name = None
     return t
 

@@ -137,6 +137,7 @@ class CADNCFModule(nn.Module):
 
 class CADNCF(TorchModel):
     """CADNCF (see the module docstring)."""
+
     summary: ClassVar[str] = "ID outer product p qᵀ, an attention gate on its entries, an MLP"
     paper: ClassVar[str] = "Zhang et al., 2020 (our reading)"
 
@@ -163,6 +164,7 @@ class CADNCF(TorchModel):
 
 class CADNCFMHSA(CADNCF):
     """``cadncf-mhsa``: revision 1's reading, the multi-head self-attention block over M's rows."""
+
     summary: ClassVar[str] = "ID outer product with self-attention over its rows (revision 1's reading)"
     paper: ClassVar[str] = "Zhang et al., 2020 (our reading)"
 
@@ -176,6 +178,7 @@ class CADNCFMHSA(CADNCF):
 
 class OuterMLP(CADNCF):
     """``outer-mlp``: MLP(flatten(p qᵀ)), no attention (the floor of the CADNCF readings)."""
+
     summary: ClassVar[str] = "MLP on the ID outer product, no attention (the floor)"
     paper: ClassVar[str] = "ONCF-style, He et al., IJCAI 2018"
 

@@ -90,6 +90,7 @@ def covariance_penalty(x: torch.Tensor) -> torch.Tensor:
 
 class CML(TorchModel):
     """CML (see the module docstring)."""
+
     summary: ClassVar[str] = "metric learning: users near the items they like, hinge loss with a margin"
     paper: ClassVar[str] = "Hsieh et al., WWW 2017"
 

@@ -76,18 +76,12 @@ class SparseRows(nn.Module):
         super().__init__()
         m = sp.csr_matrix(m)
         self.n_rows, self.n_cols = m.shape
-        self.register_buffer(
-            "indptr", torch.from_numpy(m.indptr.astype(np.int64)), persistent=False
-        )
+        self.register_buffer("indptr", torch.from_numpy(m.indptr.astype(np.int64)), persistent=False)
         # int32 column ids: half the memory traffic of the per-batch gathers and the sort
-        self.register_buffer(
-            "indices", torch.from_numpy(m.indices.astype(np.int32)), persistent=False
-        )
+        self.register_buffer("indices", torch.from_numpy(m.indices.astype(np.int32)), persistent=False)
         self.register_buffer("data", torch.from_numpy(m.data.astype(np.float32)), persistent=False)
 
-    def gather(
-        self, rows: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(column ids, values, bag offsets, bag of each nonzero)`` of ``rows``, flat (ids,
         offsets and bags int32)."""
         start = self.indptr[rows]
@@ -121,9 +115,7 @@ class _SparseRowsTimesW(torch.autograd.Function):
     def forward(ctx, weight, cols, vals, offsets, bag):  # type: ignore[override]
         ctx.save_for_backward(cols, vals, bag)
         ctx.n_cols = weight.shape[0]
-        return torch.nn.functional.embedding_bag(
-            cols, weight, offsets, mode="sum", per_sample_weights=vals
-        )
+        return torch.nn.functional.embedding_bag(cols, weight, offsets, mode="sum", per_sample_weights=vals)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
@@ -184,9 +176,7 @@ class Tower(nn.Module):
         """Same as :meth:`forward` for distinct ``ids`` (inference; no dedup needed)."""
         cols, vals, offsets, _ = self.rows.gather(ids)
         return self.mlp(
-            torch.nn.functional.embedding_bag(
-                cols, self.first, offsets, mode="sum", per_sample_weights=vals
-            )
+            torch.nn.functional.embedding_bag(cols, self.first, offsets, mode="sum", per_sample_weights=vals)
         )
 
 
@@ -210,6 +200,7 @@ class DMFModule(nn.Module):
 
 class DMF(TorchModel):
     """DMF (see the module docstring)."""
+
     summary: ClassVar[str] = "two towers over the rows and columns of the rating matrix, cosine output"
     paper: ClassVar[str] = "Xue et al., IJCAI 2017"
 

@@ -67,9 +67,7 @@ def _lecun_uniform(layer: nn.Linear) -> None:
 class NeuMFModule(nn.Module):
     """GMF and/or MLP branches. ``branches`` is ``"gmf"``, ``"mlp"`` or ``"neumf"``."""
 
-    def __init__(
-        self, n_users: int, n_items: int, factors: int, mlp_layers: tuple[int, ...], branches: str
-    ) -> None:
+    def __init__(self, n_users: int, n_items: int, factors: int, mlp_layers: tuple[int, ...], branches: str) -> None:
         super().__init__()
         if mlp_layers[0] % 2:
             raise ConfigError("ncf.mlp_layers[0] is the concatenated embedding width: must be even")
@@ -107,6 +105,7 @@ class NeuMFModule(nn.Module):
 
 class NCF(TorchModel):
     """NeuMF (see the module docstring)."""
+
     summary: ClassVar[str] = "NeuMF: GMF and MLP branches on ID embeddings"
     paper: ClassVar[str] = "He et al., WWW 2017"
 
@@ -120,9 +119,7 @@ class NCF(TorchModel):
 
     def build_module(self, train: TrainData) -> nn.Module:
         cfg = self.config
-        mod = NeuMFModule(
-            train.n_users, train.n_items, cfg.embedding_size, tuple(cfg.mlp_layers), self.branches
-        )
+        mod = NeuMFModule(train.n_users, train.n_items, cfg.embedding_size, tuple(cfg.mlp_layers), self.branches)
         if self._init_from is not None:
             self._load_pretrained(mod, *self._init_from)
         return mod
@@ -150,9 +147,7 @@ class NCF(TorchModel):
             weight_decay=self.weight_decay(),
         )
 
-    def fit(
-        self, train: TrainData, rng: np.random.Generator, ctx: FitContext | None = None
-    ) -> None:
+    def fit(self, train: TrainData, rng: np.random.Generator, ctx: FitContext | None = None) -> None:
         self._init_from = None
         if self.branches == "neumf" and self.config.pretrain:
             ctx = ctx or FitContext()

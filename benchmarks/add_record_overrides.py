@@ -109,7 +109,9 @@ def migrate(results: Path, dry_run: bool = False) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``--results DIR [--dry-run]``."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--results", type=Path, default=Path("results"), help="folder whose records/ folders to migrate")
     ap.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
     a = ap.parse_args(argv)

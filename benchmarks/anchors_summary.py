@@ -126,9 +126,7 @@ def ev(mine, proto):
 
 
 def main(out):
-    found = (
-        re.search(r"-r(\d+)", os.path.basename(p)) for p in glob.glob(os.path.join(out, "raw", "*"))
-    )
+    found = (re.search(r"-r(\d+)", os.path.basename(p)) for p in glob.glob(os.path.join(out, "raw", "*")))
     rounds = sorted({int(m.group(1)) for m in found if m})
     summary = {"rounds": rounds, "pairs": {}}
     lines = []
@@ -167,9 +165,7 @@ def main(out):
                     for a, b in runs
                 ]
             ),
-            "eval_sampled": ratio_stats(
-                [(a["eval_sampled_s"], b["eval_sampled_s"]) for a, b in runs]
-            ),
+            "eval_sampled": ratio_stats([(a["eval_sampled_s"], b["eval_sampled_s"]) for a, b in runs]),
             "eval_full": ratio_stats([(a["eval_full_s"], b["eval_full_s"]) for a, b in runs]),
         }
         theirs = {k: med([a[k] for a, _ in runs]) for k in runs[0][0]}

@@ -26,25 +26,54 @@ from recbench.data.synthetic import make_synthetic
 from recbench.models.base import FitContext, apply_overrides
 from recbench.registry import MODELS
 
-_OPECI = {"embedding_size": 8, "n_heads": 2, "d_k": 4, "d_v": 4, "mlp_hidden": (16, 8), "attention_hidden": 8, "n_negatives": 2}
+_OPECI = {
+    "embedding_size": 8,
+    "n_heads": 2,
+    "d_k": 4,
+    "d_v": 4,
+    "mlp_hidden": (16, 8),
+    "attention_hidden": 8,
+    "n_negatives": 2,
+}
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "ncf": ("ncf", {"embedding_size": 4, "mlp_layers": (8, 4), "epochs": 2, "batch_size": 128}),
     "ncf-pre": ("ncf", {"embedding_size": 4, "mlp_layers": (8, 4), "epochs": 1, "batch_size": 128, "pretrain": True}),
     "dmf": ("dmf", {"embedding_size": 8, "hidden": (16,), "epochs": 2, "batch_size": 128, "n_negatives": 3}),
-    "dmf-group": ("dmf", {"embedding_size": 8, "hidden": (16,), "epochs": 2, "batch_size": 128, "n_negatives": 3, "group_negatives": True}),
+    "dmf-group": (
+        "dmf",
+        {
+            "embedding_size": 8,
+            "hidden": (16,),
+            "epochs": 2,
+            "batch_size": 128,
+            "n_negatives": 3,
+            "group_negatives": True,
+        },
+    ),
     "cml": ("cml", {"embedding_size": 8, "epochs": 2, "batch_size": 64, "n_negatives": 5}),
-    "cml-norank": ("cml", {"embedding_size": 8, "epochs": 1, "batch_size": 100, "n_negatives": 3, "rank_weight": False}),
+    "cml-norank": (
+        "cml",
+        {"embedding_size": 8, "epochs": 1, "batch_size": 100, "n_negatives": 3, "rank_weight": False},
+    ),
     "cadncf": ("cadncf", {"embedding_size": 8, "hidden": (16, 8), "epochs": 2, "batch_size": 128, "n_negatives": 2}),
-    "cadncf-mhsa": ("cadncf-mhsa", {"embedding_size": 8, "d_k": 4, "d_v": 4, "hidden": (16, 8), "epochs": 1, "batch_size": 128, "n_negatives": 2}),
+    "cadncf-mhsa": (
+        "cadncf-mhsa",
+        {"embedding_size": 8, "d_k": 4, "d_v": 4, "hidden": (16, 8), "epochs": 1, "batch_size": 128, "n_negatives": 2},
+    ),
     "opeci": ("opeci", {**_OPECI, "epochs": 2, "batch_size": 256, "precise_bn_batches": 3, "precision": "fp32"}),
-    "opeci-iu-k": ("opeci-iu", {**_OPECI, "epochs": 1, "batch_size": 256, "precise_bn_batches": 2, "precision": "fp32", "max_neighbors": 5}),
+    "opeci-iu-k": (
+        "opeci-iu",
+        {**_OPECI, "epochs": 1, "batch_size": 256, "precise_bn_batches": 2, "precision": "fp32", "max_neighbors": 5},
+    ),
     "opeci-res-auto": ("opeci-res", {**_OPECI, "epochs": 1, "batch_size": 256, "precise_bn_batches": 2}),
 }
 
 
 def run() -> dict[str, np.ndarray]:
     torch.set_num_threads(1)
-    split = leave_one_out(make_synthetic(n_users=60, n_items=150, mean_interactions=20, seed=1, name="tiny"), seed=0, validation=True)
+    split = leave_one_out(
+        make_synthetic(n_users=60, n_items=150, mean_interactions=20, seed=1, name="tiny"), seed=0, validation=True
+    )
     users = np.arange(split.train.n_users)
     out: dict[str, np.ndarray] = {}
     for label, (name, over) in CASES.items():
@@ -66,12 +95,23 @@ def run() -> dict[str, np.ndarray]:
         return {"ndcg@10": float(np.mean(s)), "hr@10": float(np.median(s))}
 
     cls = MODELS["ncf"]
-    m = cls(apply_overrides(cls.Config(), {"embedding_size": 4, "mlp_layers": (8, 4), "epochs": 4, "batch_size": 128}, "ncf"))
+    m = cls(
+        apply_overrides(
+            cls.Config(), {"embedding_size": 4, "mlp_layers": (8, 4), "epochs": 4, "batch_size": 128}, "ncf"
+        )
+    )
     ctx = FitContext(evaluate=evaluate, eval_every=1, early_stopping_patience=1)
     m.fit(split.train, np.random.default_rng(3), ctx)
     out["ncf-es"] = m.score_matrix(users)
     out["ncf-es/history"] = np.array(
-        [[h.get("epoch", -1), h.get("loss", h.get("best_epoch", -1)), h.get("validation", {}).get("ndcg@10", h.get("best_validation", -1))] for h in ctx.history]
+        [
+            [
+                h.get("epoch", -1),
+                h.get("loss", h.get("best_epoch", -1)),
+                h.get("validation", {}).get("ndcg@10", h.get("best_validation", -1)),
+            ]
+            for h in ctx.history
+        ]
     )
     return out
 
@@ -82,7 +122,9 @@ def main(argv: list[str]) -> int:
         return 0
     if len(argv) == 3 and argv[0] == "compare":
         a, b = np.load(argv[1]), np.load(argv[2])
-        differ = sorted(set(a.files) ^ set(b.files)) + [k for k in a.files if k in b.files and not np.array_equal(a[k], b[k])]
+        differ = sorted(set(a.files) ^ set(b.files)) + [
+            k for k in a.files if k in b.files and not np.array_equal(a[k], b[k])
+        ]
         print(f"{len(a.files)} arrays compared; differing: {differ or 'none'}")
         return 1 if differ else 0
     print(__doc__)

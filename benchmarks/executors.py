@@ -29,8 +29,13 @@ VARIANTS = {"jobs 1": ["--jobs", "1"], "jobs 2": ["--jobs", "2"], "ray": ["--exe
 
 def run(args: list[str], out: Path, env: dict[str, str]) -> float:
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "recbench.cli", "run", *GRID, *args, "--out", str(out)],
-                       env=env, capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "recbench.cli", "run", *GRID, *args, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     seconds = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"{args} failed:\n{r.stderr[-2000:]}")
@@ -59,15 +64,25 @@ def main() -> None:
     rec = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python benchmarks/executors.py " + " ".join(sys.argv[1:]),
-        "grid": GRID, "n_cells": n_cells, "cores": os.cpu_count(), "times_s": times, "median_s": med,
-        "speedup_jobs2_per_round": ratios, "speedup_jobs2_median": statistics.median(ratios),
+        "grid": GRID,
+        "n_cells": n_cells,
+        "cores": os.cpu_count(),
+        "times_s": times,
+        "median_s": med,
+        "speedup_jobs2_per_round": ratios,
+        "speedup_jobs2_median": statistics.median(ratios),
         "ray_overhead_s_per_cell_vs_jobs2_per_round": ray_over,
         "ray_overhead_s_per_cell_vs_jobs2_median": statistics.median(ray_over),
     }
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / f"executors-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(rec, indent=1) + "\n")
-    print(json.dumps({k: rec[k] for k in ("median_s", "speedup_jobs2_median", "ray_overhead_s_per_cell_vs_jobs2_median")}, indent=1))
+    print(
+        json.dumps(
+            {k: rec[k] for k in ("median_s", "speedup_jobs2_median", "ray_overhead_s_per_cell_vs_jobs2_median")},
+            indent=1,
+        )
+    )
     print(f"wrote {path}")
     shutil.rmtree(work, ignore_errors=True)
 

@@ -33,8 +33,14 @@ def main() -> None:
             seconds[batch].append(time.perf_counter() - t)
     print({b: [round(x, 2) for x in v] for b, v in seconds.items()})
     ratio = statistics.median(a / b for a, b in zip(seconds[65_536], seconds[2_048], strict=True))
-    print("median s", {b: round(statistics.median(v), 2) for b, v in seconds.items()},
-          "median ratio old/new", round(ratio, 2), "ranks identical", bool((ranks[65_536] == ranks[2_048]).all()))
+    print(
+        "median s",
+        {b: round(statistics.median(v), 2) for b, v in seconds.items()},
+        "median ratio old/new",
+        round(ratio, 2),
+        "ranks identical",
+        bool((ranks[65_536] == ranks[2_048]).all()),
+    )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ np.savez(sys.argv[5], fingerprint=np.array(s.fingerprint), **arrays)
 """
 
 
-def old_split(old_code: Path, dataset: str, seed: int, validation: bool, n_negatives: int, source: Path) -> dict[str, np.ndarray]:
+def old_split(
+    old_code: Path, dataset: str, seed: int, validation: bool, n_negatives: int, source: Path
+) -> dict[str, np.ndarray]:
     """The split as the old code builds it, in a fresh cache of its own."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "split.npz"
@@ -55,8 +57,13 @@ def old_split(old_code: Path, dataset: str, seed: int, validation: bool, n_negat
 
 def same_content(old: dict[str, np.ndarray], new) -> str | None:
     """None when only the order inside candidate lists differs; else what differs."""
-    pairs = [("train_users", new.train.users), ("train_items", new.train.items), ("train_ratings", new.train.ratings),
-             ("test_users", new.test.users), ("test_items", new.test.items)]
+    pairs = [
+        ("train_users", new.train.users),
+        ("train_items", new.train.items),
+        ("train_ratings", new.train.ratings),
+        ("test_users", new.test.users),
+        ("test_items", new.test.items),
+    ]
     held = [("test_candidates", new.test.candidates)]
     if new.validation is not None:
         pairs += [("valid_users", new.validation.users), ("valid_items", new.validation.items)]
@@ -65,7 +72,11 @@ def same_content(old: dict[str, np.ndarray], new) -> str | None:
         if name not in old or not np.array_equal(old[name], arr):
             return name
     for name, arr in held:
-        if name not in old or not np.array_equal(np.sort(old[name], axis=1), np.sort(arr, axis=1)) or not np.array_equal(old[name][:, 0], arr[:, 0]):
+        if (
+            name not in old
+            or not np.array_equal(np.sort(old[name], axis=1), np.sort(arr, axis=1))
+            or not np.array_equal(old[name][:, 0], arr[:, 0])
+        ):
             return name
     return None
 
@@ -77,7 +88,16 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder of the data sets' local copies")
     a = ap.parse_args()
     records = list(iter_records(a.results))
-    specs = {(r["dataset"], r["split"], r["split_info"]["seed"], r["split_info"]["validation"], r["split_info"]["n_negatives"]) for r in records}
+    specs = {
+        (
+            r["dataset"],
+            r["split"],
+            r["split_info"]["seed"],
+            r["split_info"]["validation"],
+            r["split_info"]["n_negatives"],
+        )
+        for r in records
+    }
     mapping: dict[str, str] = {}
     for ds, fp, seed, val, neg in sorted(specs):
         new = load_split(ds, seed=seed, validation=val, n_negatives=neg)
@@ -92,7 +112,9 @@ def main() -> None:
             print(f"{ds} seed {seed}: {diff} differs between {fp} and {new.fingerprint}: not migrated")
             continue
         moved = int((old["test_candidates"] != new.test.candidates).any(1).sum())
-        print(f"{ds} seed {seed} validation {val}: {fp} -> {new.fingerprint} (same content; {moved} test list(s) in another order)")
+        print(
+            f"{ds} seed {seed} validation {val}: {fp} -> {new.fingerprint} (same content; {moved} test list(s) in another order)"
+        )
         mapping[fp] = new.fingerprint
     n = 0
     for rec in records:
@@ -103,7 +125,9 @@ def main() -> None:
         old_paths = [rec.path, rec.path.with_name(d["ranks_file"])] if d.get("ranks_file") else [rec.path]
         d["split_migrated_from"] = d["split"]
         d["split"] = new_fp
-        ident = {k: d[k] for k in ("dataset", "split", "model", "config", "seed", "device", "eval_every", "early_stopping")}
+        ident = {
+            k: d[k] for k in ("dataset", "split", "model", "config", "seed", "device", "eval_every", "early_stopping")
+        }
         ident["tags"] = {k: v for k, v in (d.get("tags") or {}).items() if k not in LABEL_TAGS}
         if "revision" in d:
             ident = {"revision": d["revision"], **ident}

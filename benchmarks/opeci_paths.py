@@ -94,25 +94,44 @@ def main(argv: list[str] | None = None) -> int:
         name: statistics.median(a / b for a, b in zip(v, per_round[base], strict=True)) for name, v in per_round.items()
     }
     rows = []
-    print(f"| variant | samples/s (median of {args.rounds} rounds × {n_batches} steps) | vs default (median of per-round ratios) | s/epoch at this rate | loss of batch 0 |")
+    print(
+        f"| variant | samples/s (median of {args.rounds} rounds × {n_batches} steps) | vs default (median of per-round ratios) | s/epoch at this rate | loss of batch 0 |"
+    )
     print("|---|---|---|---|---|")
     for name, v in per_round.items():
         med = statistics.median(v)
         sec = samples_per_epoch / med
-        rows.append({"variant": name, "samples_per_s": v, "median": med, "ratio_to_default": ratios[name],
-                     "s_per_epoch": sec, "loss_batch0": losses[name]})
+        rows.append(
+            {
+                "variant": name,
+                "samples_per_s": v,
+                "median": med,
+                "ratio_to_default": ratios[name],
+                "s_per_epoch": sec,
+                "loss_batch0": losses[name],
+            }
+        )
         print(f"| {name} | {med:,.0f} | {ratios[name]:.2f}× | {sec:,.0f} | {losses[name]:.5f} |")
-    same = abs(losses[base] - losses["rank_one=False"]) < 5e-3 and abs(
-        losses["precision=fp32"] - losses["rank_one=False, precision=fp32"]) < 1e-4
+    same = (
+        abs(losses[base] - losses["rank_one=False"]) < 5e-3
+        and abs(losses["precision=fp32"] - losses["rank_one=False, precision=fp32"]) < 1e-4
+    )
     print(f"rank-one and matrix paths agree on batch 0: {same}")
     print(f"peak RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         path = args.out / f"opeci-paths-{args.dataset}-{stamp}.json"
-        rec = {"command": ["python", "benchmarks/opeci_paths.py", *(argv or sys.argv[1:])], "dataset": args.dataset,
-               "threads": args.threads, "batch_size": bs, "samples_per_epoch": samples_per_epoch, "rows": rows,
-               "paths_agree": same, "load": list(__import__("os").getloadavg())}
+        rec = {
+            "command": ["python", "benchmarks/opeci_paths.py", *(argv or sys.argv[1:])],
+            "dataset": args.dataset,
+            "threads": args.threads,
+            "batch_size": bs,
+            "samples_per_epoch": samples_per_epoch,
+            "rows": rows,
+            "paths_agree": same,
+            "load": list(__import__("os").getloadavg()),
+        }
         path.write_text(json.dumps(rec, indent=1) + "\n")
         print(f"wrote {path}")
     return 0 if same else 1

@@ -51,8 +51,11 @@ def worker(dataset: str, steps: int, users: int, threads: int) -> dict[str, obje
         inst = model.epoch_instances(split.train, rng)
         bs, total = model.config.batch_size, len(inst.users)
         chosen = [
-            (torch.from_numpy(inst.users[s : s + bs]), torch.from_numpy(inst.items[s : s + bs]),
-             torch.from_numpy(inst.targets[s : s + bs]))
+            (
+                torch.from_numpy(inst.users[s : s + bs]),
+                torch.from_numpy(inst.items[s : s + bs]),
+                torch.from_numpy(inst.targets[s : s + bs]),
+            )
             for s in range(0, steps * bs, bs)
         ]
     opt = model.optimizer()
@@ -72,8 +75,14 @@ def worker(dataset: str, steps: int, users: int, threads: int) -> dict[str, obje
     t0 = time.perf_counter()
     scores = model.score_matrix(np.arange(users))
     score_s = time.perf_counter() - t0
-    return {"train_s": train_s, "samples": samples, "samples_per_epoch": int(total), "losses": losses,
-            "score_s": score_s, "scores_head": scores[:, :50].round(5).tolist()}
+    return {
+        "train_s": train_s,
+        "samples": samples,
+        "samples_per_epoch": int(total),
+        "losses": losses,
+        "score_s": score_s,
+        "scores_head": scores[:, :50].round(5).tolist(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,40 +111,75 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(args.rounds):
                 for name in trees if r % 2 == 0 else reversed(list(trees)):
                     env = {**os.environ, "PYTHONPATH": str(trees[name]), "OMP_NUM_THREADS": str(args.threads)}
-                    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--dataset", args.dataset,
-                           "--steps", str(args.steps), "--users", str(args.users), "--threads", str(args.threads)]
+                    cmd = [
+                        sys.executable,
+                        str(Path(__file__).resolve()),
+                        "--worker",
+                        "--dataset",
+                        args.dataset,
+                        "--steps",
+                        str(args.steps),
+                        "--users",
+                        str(args.users),
+                        "--threads",
+                        str(args.threads),
+                    ]
                     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
                     if done.returncode != 0:
                         raise SystemExit(f"{name} worker failed:\n{done.stderr[-3000:]}")
                     out = done.stdout
                     runs[name].append(json.loads(out.strip().splitlines()[-1]))
-                    print(f"round {r + 1} {name}: {runs[name][-1]['train_s']:.1f} s train, "
-                          f"{runs[name][-1]['score_s']:.1f} s scoring", file=sys.stderr)
+                    print(
+                        f"round {r + 1} {name}: {runs[name][-1]['train_s']:.1f} s train, "
+                        f"{runs[name][-1]['score_s']:.1f} s scoring",
+                        file=sys.stderr,
+                    )
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
     b, c = runs["baseline"], runs["current"]
     train_ratio = statistics.median(x["train_s"] / y["train_s"] for x, y in zip(b, c, strict=True))
     score_ratio = statistics.median(x["score_s"] / y["score_s"] for x, y in zip(b, c, strict=True))
-    per_epoch = {k: statistics.median(x["train_s"] / x["samples"] * x["samples_per_epoch"] for x in v) for k, v in runs.items()}
+    per_epoch = {
+        k: statistics.median(x["train_s"] / x["samples"] * x["samples_per_epoch"] for x in v) for k, v in runs.items()
+    }
     loss_diff = max(abs(x - y) for x, y in zip(b[0]["losses"], c[0]["losses"], strict=True))
-    score_diff = max(abs(x - y) for rb, rc in zip(b[0]["scores_head"], c[0]["scores_head"], strict=True)
-                     for x, y in zip(rb, rc, strict=True))
-    print(f"| | baseline {base_sha[:7]} | current {head_sha[:7]} | speed-up (median of {args.rounds} per-round ratios) |")
+    score_diff = max(
+        abs(x - y)
+        for rb, rc in zip(b[0]["scores_head"], c[0]["scores_head"], strict=True)
+        for x, y in zip(rb, rc, strict=True)
+    )
+    print(
+        f"| | baseline {base_sha[:7]} | current {head_sha[:7]} | speed-up (median of {args.rounds} per-round ratios) |"
+    )
     print("|---|---|---|---|")
-    print(f"| training, s/epoch at the measured rate | {per_epoch['baseline']:,.0f} | {per_epoch['current']:,.0f} "
-          f"| {train_ratio:.2f}× |")
-    print(f"| full ranking of {args.users} users, s | {statistics.median(x['score_s'] for x in b):.1f} "
-          f"| {statistics.median(x['score_s'] for x in c):.1f} | {score_ratio:.2f}× |")
-    print(f"largest loss difference over {args.steps} steps: {loss_diff:.2e}; largest score difference: {score_diff:.2e}")
+    print(
+        f"| training, s/epoch at the measured rate | {per_epoch['baseline']:,.0f} | {per_epoch['current']:,.0f} "
+        f"| {train_ratio:.2f}× |"
+    )
+    print(
+        f"| full ranking of {args.users} users, s | {statistics.median(x['score_s'] for x in b):.1f} "
+        f"| {statistics.median(x['score_s'] for x in c):.1f} | {score_ratio:.2f}× |"
+    )
+    print(
+        f"largest loss difference over {args.steps} steps: {loss_diff:.2e}; largest score difference: {score_diff:.2e}"
+    )
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         path = args.out / f"opeci-speedup-{args.dataset}-{stamp}.json"
-        rec = {"command": ["python", "benchmarks/opeci_speedup.py", *(argv if argv is not None else sys.argv[1:])],
-               "baseline": base_sha, "current": head_sha, "train_ratio": train_ratio, "score_ratio": score_ratio,
-               "s_per_epoch": per_epoch, "loss_diff": loss_diff, "score_diff": score_diff,
-               "load": list(os.getloadavg()), "runs": runs}
+        rec = {
+            "command": ["python", "benchmarks/opeci_speedup.py", *(argv if argv is not None else sys.argv[1:])],
+            "baseline": base_sha,
+            "current": head_sha,
+            "train_ratio": train_ratio,
+            "score_ratio": score_ratio,
+            "s_per_epoch": per_epoch,
+            "loss_diff": loss_diff,
+            "score_diff": score_diff,
+            "load": list(os.getloadavg()),
+            "runs": runs,
+        }
         path.write_text(json.dumps(rec, indent=1) + "\n")
         print(f"wrote {path}")
     return 0

@@ -19,9 +19,7 @@ from recbench.bench import BenchOptions, render_markdown, run_bench, write_bench
 from recbench.data import Interactions, leave_one_out
 
 
-def yelp_sized(
-    seed: int = 0, n_users: int = 25_815, n_items: int = 25_677, n: int = 730_791
-) -> Interactions:
+def yelp_sized(seed: int = 0, n_users: int = 25_815, n_items: int = 25_677, n: int = 730_791) -> Interactions:
     rng = np.random.default_rng(seed)
     pop = rng.zipf(1.5, size=n_items).clip(max=5000).astype(np.float64)
     users = rng.integers(0, n_users, size=int(n * 1.05))

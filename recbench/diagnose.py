@@ -69,7 +69,9 @@ def diagnose(model: Any, n_items: int = 16, max_users: int = 1024, seed: int = 0
     """Measure the block of ``model`` (fitted, or built with ``init_module``)."""
     module = model.module
     if module is None or not hasattr(module, "pair_inputs") or not hasattr(module, "attended"):
-        raise TypeError(f"{model.name}: diagnose needs a correlation-attention model (OPECI, CADNCF readings, outer-mlp)")
+        raise TypeError(
+            f"{model.name}: diagnose needs a correlation-attention model (OPECI, CADNCF readings, outer-mlp)"
+        )
     module.eval()
     gen = np.random.default_rng(seed)
     dev = model.device

@@ -170,7 +170,8 @@ def plan(name: str, datasets: list[str], opts: ExperimentOptions) -> tuple[Prese
     for m, params in opts.overrides.items():
         if m not in p.models:
             raise ConfigError(
-                f"--set names model {m!r}, which experiment {name!r} does not run ({', '.join(p.models)})")
+                f"--set names model {m!r}, which experiment {name!r} does not run ({', '.join(p.models)})"
+            )
         if p.param is not None and p.param in params:
             raise ConfigError(f"--set {m}.{p.param}: experiment {name!r} varies {p.param} itself (use --values)")
         resolve_config(m, sets=params)
@@ -198,8 +199,11 @@ def caption_notes(
     """Every departure from the paper's settings, in words."""
     notes = []
     if len(opts.seeds) < MIN_SEEDS:
-        notes.append(f"{len(opts.seeds)} seed{'s' if len(opts.seeds) != 1 else ''} (fewer than the {MIN_SEEDS} planned"
-                     + ("; no error bars" if len(opts.seeds) == 1 else "") + ").")
+        notes.append(
+            f"{len(opts.seeds)} seed{'s' if len(opts.seeds) != 1 else ''} (fewer than the {MIN_SEEDS} planned"
+            + ("; no error bars" if len(opts.seeds) == 1 else "")
+            + ")."
+        )
     if opts.epochs is not None:
         defaults = ", ".join(f"{m} {MODELS[m].Config().epochs}" for m in p.models if "epochs" in _field_names(m))
         notes.append(f"Epochs set to {opts.epochs} for every model (defaults: {defaults}).")
@@ -207,8 +211,10 @@ def caption_notes(
         sets = " ".join(f"{m}.{k}={v}" for m, kv in opts.overrides.items() for k, v in kv.items())
         notes.append(f"Changed from the paper's settings with --set: {sets}.")
     if p.param is not None and values != list(p.values):
-        notes.append(f"Grid reduced to {p.param} ∈ {{{', '.join(map(str, values))}}} "
-                     f"(paper: {{{', '.join(map(str, p.values))}}}).")
+        notes.append(
+            f"Grid reduced to {p.param} ∈ {{{', '.join(map(str, values))}}} "
+            f"(paper: {{{', '.join(map(str, p.values))}}})."
+        )
     no_paper = [d for d in datasets if d not in presets.get("paper_settings", {})]
     if no_paper:
         notes.append(f"No paper settings for {', '.join(no_paper)}: every model at its config defaults there.")
@@ -227,8 +233,10 @@ def short_notes(p: Preset, datasets: list[str], opts: ExperimentOptions) -> list
         for k, v in kv.items():
             by_setting.setdefault(f"{k}={v}", []).append(m)
     if by_setting:
-        out.append("--set " + ", ".join(k if set(ms) >= set(p.models) else f"{k} ({', '.join(ms)})"
-                                        for k, ms in by_setting.items()))
+        out.append(
+            "--set "
+            + ", ".join(k if set(ms) >= set(p.models) else f"{k} ({', '.join(ms)})" for k, ms in by_setting.items())
+        )
     if opts.values is not None:
         out.append(f"{p.param} ∈ {{{', '.join(opts.values)}}} only")
     presets = load_presets()
@@ -261,8 +269,15 @@ def run_experiment(
     """Run (or resume) every cell, then write the table, figure, HTML page and README."""
     p, cells, notes = plan(name, datasets, opts)
     run_opts = RunOptions(
-        seeds=opts.seeds, protocols=opts.protocols, out=opts.out, force=opts.force, device=opts.device,
-        split_seed=opts.split_seed, data_dir=opts.data_dir, jobs=opts.jobs, threads=opts.threads,
+        seeds=opts.seeds,
+        protocols=opts.protocols,
+        out=opts.out,
+        force=opts.force,
+        device=opts.device,
+        split_seed=opts.split_seed,
+        data_dir=opts.data_dir,
+        jobs=opts.jobs,
+        threads=opts.threads,
         checkpoint=opts.checkpoint,
     )
     curves = load_presets().get("curves", {})
@@ -271,8 +286,9 @@ def run_experiment(
     for c in cells:
         every = max(p.eval_every, curves.get("eval_every", 0) if c.model in curves.get("models", []) else 0)
         for seed in opts.seeds:
-            run_cells.append(RunCell(spec[c.dataset], c.model, c.config, seed, opts.protocols, every,
-                                     tags={"experiment": name}))
+            run_cells.append(
+                RunCell(spec[c.dataset], c.model, c.config, seed, opts.protocols, every, tags={"experiment": name})
+            )
     records: list[Record] = []
     missing: list[str] = []
     if opts.no_fit:
@@ -297,8 +313,15 @@ def _command(p: Preset, datasets: list[str], opts: ExperimentOptions) -> str:
     nothing, so cannot fill the cells the page lacks); finished cells are reused anyway."""
     if opts.command:
         return shlex.join([a for a in shlex.split(opts.command) if a != "--no-fit"])
-    args = ["recbench", "experiment", p.name, "--dataset", ",".join(datasets),
-            "--seeds", ",".join(map(str, opts.seeds))]
+    args = [
+        "recbench",
+        "experiment",
+        p.name,
+        "--dataset",
+        ",".join(datasets),
+        "--seeds",
+        ",".join(map(str, opts.seeds)),
+    ]
     if opts.epochs is not None:
         args += ["--epochs", str(opts.epochs)]
     for m, kv in opts.overrides.items():
@@ -374,7 +397,9 @@ def _table(df: pd.DataFrame, html_cells: pd.DataFrame | None = None) -> Part:
 def _pivot_part(summary: pd.DataFrame, paper: bool = False) -> Part:
     """The sampled protocol's models × (data set, metric) table; best per row in bold."""
     md = report.pivot(summary, "sampled", paper, style=report.MD_STYLE).reset_index()
-    cells = report.pivot(summary, "sampled", paper, style={**report.HTML_STYLE, "second": None, "mark": "&dagger;"}).reset_index()
+    cells = report.pivot(
+        summary, "sampled", paper, style={**report.HTML_STYLE, "second": None, "mark": "&dagger;"}
+    ).reset_index()
     for c in ("Dataset", "Metric"):
         cells[c] = cells[c].map(lambda v: html.escape(str(v)))
     return _table(md, cells)
@@ -440,10 +465,14 @@ def _param_table(p: Preset, rep: report.Report, paper: pd.DataFrame | None) -> t
 def _default_note(p: Preset, datasets: list[str], presets: dict[str, Any]) -> str:
     """Which grid value is the default, and where the paper's setting differs from it."""
     default = _default_value(p)
-    differ = [f"{figures.dataset_label(d)} {v}" for d in datasets
-              if (v := paper_settings(d, p.models[0], presets).get(p.param, default)) != default]
+    differ = [
+        f"{figures.dataset_label(d)} {v}"
+        for d in datasets
+        if (v := paper_settings(d, p.models[0], presets).get(p.param, default)) != default
+    ]
     return f"(default): OPECI's default {p.param} = {default}" + (
-        f"; the paper's setting differs on {', '.join(differ)}." if differ else ".")
+        f"; the paper's setting differs on {', '.join(differ)}." if differ else "."
+    )
 
 
 def _legend_below(fig: Figure, axes: np.ndarray) -> None:
@@ -452,8 +481,9 @@ def _legend_below(fig: Figure, axes: np.ndarray) -> None:
     for ax in axes.ravel():
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(lab, h)
-    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(len(seen), 4), fontsize=9,
-               frameon=False)
+    fig.legend(
+        list(seen.values()), list(seen), loc="outside lower center", ncol=min(len(seen), 4), fontsize=9, frameon=False
+    )
 
 
 def _param_figure(tidy: pd.DataFrame, xlabel: str, spread: Spread, logx: bool, paper_label: str) -> Figure:
@@ -471,12 +501,20 @@ def _param_figure(tidy: pd.DataFrame, xlabel: str, spread: Spread, logx: bool, p
             ax.plot(o["x"], o["mean"], marker="o", linewidth=1.6, color="tab:blue", label=ours_label)
             bars = o[o["std"].notna() & (o["n_seeds"] >= 2)]
             if len(bars):
-                ax.errorbar(bars["x"], bars["mean"], yerr=bars["std"], fmt="none", capsize=3, color="tab:blue",
-                            linewidth=1.2)
+                ax.errorbar(
+                    bars["x"], bars["mean"], yerr=bars["std"], fmt="none", capsize=3, color="tab:blue", linewidth=1.2
+                )
             pp = d[d["paper"].notna()]
             if len(pp):
-                ax.plot(pp["x"], pp["paper"], marker="s", linestyle="--" if len(pp) > 1 else "none", color="black",
-                        linewidth=1.2, label=paper_label)
+                ax.plot(
+                    pp["x"],
+                    pp["paper"],
+                    marker="s",
+                    linestyle="--" if len(pp) > 1 else "none",
+                    color="black",
+                    linewidth=1.2,
+                    label=paper_label,
+                )
             if logx:
                 ax.set_xscale("log", base=2)
             xs = sorted(set(d["x"]))
@@ -506,12 +544,25 @@ def _epoch_figure(curves: pd.DataFrame, metric: str) -> Figure:
             if d.empty:
                 continue
             g = d.groupby("epoch")[metric].agg(["mean", "std", "count"]).reset_index()
-            ax.plot(g["epoch"], g["mean"], marker="o", markersize=3 if len(g) > 1 else 7, color=figures.model_colour(mod),
-                    label=mod, linewidth=1.6)
+            ax.plot(
+                g["epoch"],
+                g["mean"],
+                marker="o",
+                markersize=3 if len(g) > 1 else 7,
+                color=figures.model_colour(mod),
+                label=mod,
+                linewidth=1.6,
+            )
             band = g[g["count"] > 1]
             if len(band):
-                ax.fill_between(band["epoch"], band["mean"] - band["std"], band["mean"] + band["std"],
-                                color=figures.model_colour(mod), alpha=0.2, linewidth=0)
+                ax.fill_between(
+                    band["epoch"],
+                    band["mean"] - band["std"],
+                    band["mean"] + band["std"],
+                    color=figures.model_colour(mod),
+                    alpha=0.2,
+                    linewidth=0,
+                )
             top = max(top, float((g["mean"] + g["std"].fillna(0)).max()))
         ax.set_xlim(0.5, last + 0.5)
         ax.set_ylim(0, min(1.0, top * 1.15))
@@ -531,8 +582,9 @@ def _curves(records: list[Record]) -> pd.DataFrame:
             continue
         for h in r.data.get("history", []):
             if "test" in h and "epoch" in h:
-                rows.append({"dataset": r["dataset"], "model": r["model"], "seed": r["seed"], "epoch": h["epoch"],
-                             **h["test"]})
+                rows.append(
+                    {"dataset": r["dataset"], "model": r["model"], "seed": r["seed"], "epoch": h["epoch"], **h["test"]}
+                )
     return pd.DataFrame(rows, columns=["dataset", "model", "seed", "epoch", "hr@10", "ndcg@10"])
 
 
@@ -557,27 +609,42 @@ def _report_parts(rep: report.Report) -> list[Part]:
     ours, paper, others, chosen = report.table2_view(rep)
     if not ours.empty:
         shown = "; ".join(f"{m} = {lab}" for m, lab in chosen.items() if lab != m)
-        parts += [_para("Table 2 (sampled protocol), as the paper lays it out. Mean ± std over model seeds (the "
-                        "number of seeds in parentheses); one configuration per model"
-                        + (f" ({shown})" if shown else "") + "."),
-                  _table(ours), _para("The paper's Table 2 (HR@10 / NDCG@10, sampled protocol):"), _table(paper)]
+        parts += [
+            _para(
+                "Table 2 (sampled protocol), as the paper lays it out. Mean ± std over model seeds (the "
+                "number of seeds in parentheses); one configuration per model" + (f" ({shown})" if shown else "") + "."
+            ),
+            _table(ours),
+            _para("The paper's Table 2 (HR@10 / NDCG@10, sampled protocol):"),
+            _table(paper),
+        ]
         if not others.empty:
             parts += [_para("Other configurations and variants (sampled protocol):"), _table(others)]
     for proto in rep.protocols:
         md = report.pivot(rep.summary, proto, proto == "sampled", style=report.MD_STYLE).reset_index()
-        cells = report.pivot(rep.summary, proto, proto == "sampled",
-                        style={**report.HTML_STYLE, "second": None, "mark": "&dagger;"}).reset_index()
+        cells = report.pivot(
+            rep.summary, proto, proto == "sampled", style={**report.HTML_STYLE, "second": None, "mark": "&dagger;"}
+        ).reset_index()
         for c in ("Dataset", "Metric"):
             cells[c] = cells[c].map(lambda v: html.escape(str(v)))
-        parts += [_para(f"{report.proto_title(rep, proto)}. {report.legend(rep, proto)} Best per row in bold."),
-                  _table(md, cells)]
+        parts += [
+            _para(f"{report.proto_title(rep, proto)}. {report.legend(rep, proto)} Best per row in bold."),
+            _table(md, cells),
+        ]
     for proto in rep.protocols:
-        parts += [_para(f"Statistics, {proto} protocol: 95 % confidence interval (t, over seeds) and paired tests."),
-                  _table(report.stats_table(rep, proto))]
+        parts += [
+            _para(f"Statistics, {proto} protocol: 95 % confidence interval (t, over seeds) and paired tests."),
+            _table(report.stats_table(rep, proto)),
+        ]
     if not rep.agreement.empty:
-        parts += [_para("Sampled against full ranking: each model's score and rank under both protocols; Kendall τ "
-                        "between the two orderings of the models (1: same order)."),
-                  _table(report.side_by_side(rep)), _table(report.agreement_table(rep))]
+        parts += [
+            _para(
+                "Sampled against full ranking: each model's score and rank under both protocols; Kendall τ "
+                "between the two orderings of the models (1: same order)."
+            ),
+            _table(report.side_by_side(rep)),
+            _table(report.agreement_table(rep)),
+        ]
         parts += [_para(f"Warning: {w}") for w in rep.warnings]
     if not rep.cost.empty:
         parts += [_para(f"Cost. {report.COST_NOTE}"), _table(report.cost_table(rep))]
@@ -610,8 +677,10 @@ def write_outputs(
         rep = report.build_report(None, p.metrics, paper=False, records=ok, label=lambda r: str(r["config"][p.param]))
         paper, paper_label = _paper_points(p, datasets, presets)
         table, tidy = _param_table(p, rep, paper)
-        xlabel = {"n_negatives": "negative sampling ratio (negatives per positive)",
-                  "embedding_size": "embedding size d"}.get(p.param, p.param)
+        xlabel = {
+            "n_negatives": "negative sampling ratio (negatives per positive)",
+            "embedding_size": "embedding size d",
+        }.get(p.param, p.param)
         fig_err = spread.drawn("error bars")
         fig = _param_figure(tidy, xlabel, spread, logx=p.param == "embedding_size", paper_label=paper_label)
         parts = [table]
@@ -619,12 +688,16 @@ def write_outputs(
         if p.paper == "table3.csv":
             paper_text = "; the paper's Table 3 in parentheses (every point it has, also where ours is not run)."
         elif paper is not None and not paper.empty:
-            paper_text = ("; in parentheses the paper's Table 2 value of OPECI at the paper's d (the paper "
-                          "publishes Figure 4 as a plot only).")
+            paper_text = (
+                "; in parentheses the paper's Table 2 value of OPECI at the paper's d (the paper "
+                "publishes Figure 4 as a plot only)."
+            )
         else:
             paper_text = "."
-        caption = (f"{title}. OPECI, sampled protocol ({cands}), {spread.summary}; best per row in bold"
-                   f"{paper_text} {_default_note(p, datasets, presets)}")
+        caption = (
+            f"{title}. OPECI, sampled protocol ({cands}), {spread.summary}; best per row in bold"
+            f"{paper_text} {_default_note(p, datasets, presets)}"
+        )
     elif p.name == "interaction":
         rep = report.build_report(None, p.metrics, paper=False, records=ok, label=report.base_label, reference="opeci")
         curves = _curves(ok)
@@ -632,20 +705,30 @@ def write_outputs(
             raise ConfigError("experiment 'interaction': the records hold no per-epoch test metrics (eval_every=1)")
         fig_err = spread.drawn("bands")
         fig = _epoch_figure(curves, "ndcg@10")
-        parts = [_table(_curve_table(curves, p.metrics)), _para("Final models (after the last epoch):"),
-                 _pivot_part(rep.summary), _para(report.legend(rep, "sampled"))]
+        parts = [
+            _table(_curve_table(curves, p.metrics)),
+            _para("Final models (after the last epoch):"),
+            _pivot_part(rep.summary),
+            _para(report.legend(rep, "sampled")),
+        ]
         csv = curves.groupby(["dataset", "model", "epoch"])[["hr@10", "ndcg@10"]].agg(["mean", "std", "count"])
         csv.columns = [f"{a}_{b}" for a, b in csv.columns]
         csv = csv.reset_index()
         curves.to_csv(folder / "curves_per_seed.csv", index=False)
         files.append(folder / "curves_per_seed.csv")
-        caption = (f"{title}. NDCG@10 on the test split (sampled protocol) after each epoch, {spread.summary}; "
-                   "the table gives each model after its last epoch (no epoch is chosen on the test split).")
+        caption = (
+            f"{title}. NDCG@10 on the test split (sampled protocol) after each epoch, {spread.summary}; "
+            "the table gives each model after its last epoch (no epoch is chosen on the test split)."
+        )
     else:
         paper_flag = p.name == "table2"
-        rep = report.build_report(None, p.metrics, paper=paper_flag, records=ok, label=report.base_label, reference="opeci")
+        rep = report.build_report(
+            None, p.metrics, paper=paper_flag, records=ok, label=report.base_label, reference="opeci"
+        )
         models = [m for m in p.models if m in set(rep.summary["model"])]
-        fig = figures.summary_bars(rep.summary, "sampled", models, title, paper_note="white diamonds: the paper's Table 2")
+        fig = figures.summary_bars(
+            rep.summary, "sampled", models, title, paper_note="white diamonds: the paper's Table 2"
+        )
         has_paper = rep.summary["paper"].notna().any()
         fig_err = spread.drawn("error bars") + ("; white diamonds: the paper's Table 2" if has_paper else "")
         if p.name == "table2":
@@ -666,8 +749,9 @@ def write_outputs(
     csv.to_csv(folder / "table.csv", index=False)
     files += [folder / "table.md", folder / "table.csv"]
     short = short_notes(p, datasets, opts)
-    figures.retitle(fig, f"{title}\n({fig_err})",
-              ("Reduced/changed settings (see README): " + "; ".join(short)) if short else "")
+    figures.retitle(
+        fig, f"{title}\n({fig_err})", ("Reduced/changed settings (see README): " + "; ".join(short)) if short else ""
+    )
     files += figures.save(fig, folder / "figure")
     files.append(_write_html(folder, p, caption_full, parts, fig))
     files.append(_write_readme(folder, p, datasets, opts, caption_full, table_text))
@@ -681,14 +765,20 @@ def _md(df: pd.DataFrame) -> str:
 
 def _write_html(folder: Path, p: Preset, caption: str, parts: list[Part], fig: Figure) -> Path:
     """One self-contained page: caption, tables (built from the data) and the figure (base64 PNG)."""
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:right}img{max-width:100%}")
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:right}img{max-width:100%}"
+    )
     body = [f"<h1>{html.escape(p.title)}</h1>", f"<p>{html.escape(caption)}</p>", *(pt.html for pt in parts)]
-    body.append(f"<figure><img alt='{html.escape(p.title)}' src='data:image/png;base64,{figures.png_base64(fig)}'/>"
-                f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    body.append(
+        f"<figure><img alt='{html.escape(p.title)}' src='data:image/png;base64,{figures.png_base64(fig)}'/>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
     path = folder / "report.html"
-    path.write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(p.title)}</title>"
-                    f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    path.write_text(
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(p.title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
     return path
 
 
@@ -715,7 +805,8 @@ def _write_readme(
         f"- written {datetime.now(UTC).isoformat(timespec='seconds')}",
         "",
         "Files: `table.md`, `table.csv`, `figure.png`, `figure.svg`, `report.html`"
-        + (" and `curves_per_seed.csv`" if p.name == "interaction" else "") + ".",
+        + (" and `curves_per_seed.csv`" if p.name == "interaction" else "")
+        + ".",
         "",
         "![figure](figure.png)",
         "",
@@ -735,7 +826,7 @@ def _settings_text(datasets: list[str]) -> str:
         if not s:
             parts.append(f"{d}: none (model defaults)")
         else:
-            parts.append(f"{d}: " + "; ".join(f"{m} " + ", ".join(f"{k}={v}" for k, v in kv.items())
-                                              for m, kv in s.items()))
+            parts.append(
+                f"{d}: " + "; ".join(f"{m} " + ", ".join(f"{k}={v}" for k, v in kv.items()) for m, kv in s.items())
+            )
     return " · ".join(parts)
-

@@ -22,9 +22,21 @@ from matplotlib.figure import Figure  # object-oriented API: rendered by Agg, no
 from recbench.data.registry import dataset_label  # re-exported: experiments label panels with it
 
 __all__ = [
-    "ERR_NOTE", "MODEL_COLOURS_ORDER", "agreement_scatter", "dataset_label", "epoch_curves", "grouped_bars",
-    "metric_label", "model_colour", "new_figure", "param_lines", "png_base64", "retitle", "save",
-    "summary_bars", "svg_inline",
+    "ERR_NOTE",
+    "MODEL_COLOURS_ORDER",
+    "agreement_scatter",
+    "dataset_label",
+    "epoch_curves",
+    "grouped_bars",
+    "metric_label",
+    "model_colour",
+    "new_figure",
+    "param_lines",
+    "png_base64",
+    "retitle",
+    "save",
+    "summary_bars",
+    "svg_inline",
 ]
 
 ERR_NOTE = "error bars: ± 1 std over seeds"
@@ -77,8 +89,20 @@ def _err(std: Sequence[float]) -> np.ndarray | None:
 
 
 MODEL_COLOURS_ORDER = [
-    "itempop", "bpr", "dmf", "ncf", "cml", "cadncf", "opeci", "opeci-res", "opeci-inner", "opeci-i",
-    "opeci-u", "opeci-iu", "cadncf-mhsa", "outer-mlp",
+    "itempop",
+    "bpr",
+    "dmf",
+    "ncf",
+    "cml",
+    "cadncf",
+    "opeci",
+    "opeci-res",
+    "opeci-inner",
+    "opeci-i",
+    "opeci-u",
+    "opeci-iu",
+    "cadncf-mhsa",
+    "outer-mlp",
 ]
 """Every registered model, in the order that fixes its colour (a test checks it against the
 registry): one colour per model in every figure, whatever else the figure shows."""
@@ -110,11 +134,28 @@ def grouped_bars(
     x = np.arange(len(groups))
     for k, s in enumerate(series):
         pos = x - 0.4 + width * (k + 0.5)
-        ax.bar(pos, np.nan_to_num(mean[:, k]), width * 0.92, yerr=_err(std[:, k]), capsize=2.5,
-               color=model_colour(s), label=s, error_kw={"linewidth": 0.8})
+        ax.bar(
+            pos,
+            np.nan_to_num(mean[:, k]),
+            width * 0.92,
+            yerr=_err(std[:, k]),
+            capsize=2.5,
+            color=model_colour(s),
+            label=s,
+            error_kw={"linewidth": 0.8},
+        )
         if paper is not None and not np.all(np.isnan(paper[:, k])):
-            ax.scatter(pos, paper[:, k], marker="D", s=22, facecolor="white", edgecolor="black", linewidths=1.2, zorder=3,
-                       label="paper")
+            ax.scatter(
+                pos,
+                paper[:, k],
+                marker="D",
+                s=22,
+                facecolor="white",
+                edgecolor="black",
+                linewidths=1.2,
+                zorder=3,
+                label="paper",
+            )
     ax.set_xticks(x, list(groups), fontsize=9)
 
 
@@ -130,8 +171,13 @@ def _finish_grid(fig: Figure, axes: np.ndarray, used: int) -> None:
         ax.set_visible(False)
 
 
-def summary_bars(summary: pd.DataFrame, protocol: str, models: Sequence[str], title: str,
-                 paper_note: str = "white diamonds: the paper's Table 2") -> Figure | None:
+def summary_bars(
+    summary: pd.DataFrame,
+    protocol: str,
+    models: Sequence[str],
+    title: str,
+    paper_note: str = "white diamonds: the paper's Table 2",
+) -> Figure | None:
     """One panel per dataset: metrics as groups, models as bars (mean ± std over seeds), the
     paper's number as a white diamond where the summary has one."""
     sub = summary[summary["protocol"] == protocol]
@@ -170,7 +216,9 @@ def _legend_below(fig: Figure, axes: np.ndarray) -> None:
     for ax in axes.ravel():
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(lab, h)
-    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(len(seen), 8), fontsize=9, frameon=False)
+    fig.legend(
+        list(seen.values()), list(seen), loc="outside lower center", ncol=min(len(seen), 8), fontsize=9, frameon=False
+    )
 
 
 def agreement_scatter(summary: pd.DataFrame, models: Sequence[str]) -> Figure | None:
@@ -191,7 +239,9 @@ def agreement_scatter(summary: pd.DataFrame, models: Sequence[str]) -> Figure | 
             p = pairs[(pairs["dataset"] == ds) & (pairs["metric"] == met)]
             for _, r in p.iterrows():
                 ax.scatter(r["sampled"], r["full"], color=model_colour(r["model"]), label=r["model"], s=30, zorder=3)
-                ax.annotate(r["model"], (r["sampled"], r["full"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(
+                    r["model"], (r["sampled"], r["full"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                )
             ax.margins(0.15)
             ax.set_title(f"{dataset_label(ds)} · {metric_label(met)}", fontsize=10)
             ax.set_xlabel(f"{metric_label(met)}, sampled protocol", fontsize=9)
@@ -201,9 +251,7 @@ def agreement_scatter(summary: pd.DataFrame, models: Sequence[str]) -> Figure | 
     return fig
 
 
-def param_lines(
-    df: pd.DataFrame, xlabel: str, title: str, logx: bool = False, paper_label: str = "paper"
-) -> Figure:
+def param_lines(df: pd.DataFrame, xlabel: str, title: str, logx: bool = False, paper_label: str = "paper") -> Figure:
     """Rows = metrics, columns = datasets; our mean over seeds against the parameter with ± std
     error bars, and the paper's numbers (column ``paper``) as a dashed line where present.
     ``df``: dataset, metric, x (numeric), mean, std[, paper]."""
@@ -214,8 +262,16 @@ def param_lines(
         for j, ds in enumerate(datasets):
             ax = axes[i, j]
             d = df[(df["dataset"] == ds) & (df["metric"] == met)].sort_values("x")
-            ax.errorbar(d["x"], d["mean"], yerr=_err(d["std"]), marker="o", capsize=3, linewidth=1.6,
-                        color="tab:blue", label="ours (mean ± std over seeds)")
+            ax.errorbar(
+                d["x"],
+                d["mean"],
+                yerr=_err(d["std"]),
+                marker="o",
+                capsize=3,
+                linewidth=1.6,
+                color="tab:blue",
+                label="ours (mean ± std over seeds)",
+            )
             if "paper" in d and d["paper"].notna().any():
                 p = d[d["paper"].notna()]
                 ax.plot(p["x"], p["paper"], marker="s", linestyle="--", color="black", linewidth=1.2, label=paper_label)
@@ -245,8 +301,14 @@ def epoch_curves(curves: pd.DataFrame, metric: str, title: str) -> Figure:
             g = d.groupby("epoch")[metric].agg(["mean", "std", "count"]).reset_index()
             ax.plot(g["epoch"], g["mean"], marker="o", markersize=3, color=model_colour(mod), label=mod, linewidth=1.6)
             if (g["count"] > 1).any():
-                ax.fill_between(g["epoch"], g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0),
-                                color=model_colour(mod), alpha=0.2, linewidth=0)
+                ax.fill_between(
+                    g["epoch"],
+                    g["mean"] - g["std"].fillna(0),
+                    g["mean"] + g["std"].fillna(0),
+                    color=model_colour(mod),
+                    alpha=0.2,
+                    linewidth=0,
+                )
         ax.set_title(dataset_label(ds), fontsize=10)
         ax.set_xlabel("epoch", fontsize=9)
         ax.set_ylabel(f"{metric_label(metric)} (test, sampled)", fontsize=9)

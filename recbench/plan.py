@@ -163,7 +163,9 @@ def plan_run(datasets: Sequence[str], models: Sequence[str], opts: RunOptions) -
                 config, tags = configs[m]
                 ref = getattr(get_model_class(m), "ref", None)  # a model from outside the package
                 for seed in opts.seeds:
-                    cells.append(Cell(split, m, config, seed, opts.protocols, opts.eval_every, opts.early_stopping, tags, ref))
+                    cells.append(
+                        Cell(split, m, config, seed, opts.protocols, opts.eval_every, opts.early_stopping, tags, ref)
+                    )
     return cells
 
 
@@ -208,10 +210,19 @@ def cell_from_record(data: Mapping[str, Any]) -> Cell:
     config = config_from_dict(get_model_class(ref or model).Config, data["config"], model)
     check_ranges(config, model)
     info = data.get("split_info", {})
-    split = SplitSpec(data["dataset"], int(info.get("seed", 0)), bool(info.get("validation", False)), int(info.get("n_negatives", 99)))
+    split = SplitSpec(
+        data["dataset"], int(info.get("seed", 0)), bool(info.get("validation", False)), int(info.get("n_negatives", 99))
+    )
     return Cell(
-        split, model, config, int(data["seed"]), tuple(data.get("protocols") or ["sampled"]),
-        int(data.get("eval_every", 0)), int(data.get("early_stopping", 0)), dict(data.get("tags", {})), ref,
+        split,
+        model,
+        config,
+        int(data["seed"]),
+        tuple(data.get("protocols") or ["sampled"]),
+        int(data.get("eval_every", 0)),
+        int(data.get("early_stopping", 0)),
+        dict(data.get("tags", {})),
+        ref,
     )
 
 

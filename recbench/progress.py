@@ -145,14 +145,20 @@ class RichReporter(Reporter):
         self.console.print(escape(text), highlight=False, soft_wrap=True)
 
     def cell_skip(self, rec: Record) -> None:
-        self.console.print(f"[dim]= {escape(rec['dataset'])} · {escape(rec['model'])} · seed {rec['seed']}: record exists, skipped[/dim]")
+        self.console.print(
+            f"[dim]= {escape(rec['dataset'])} · {escape(rec['model'])} · seed {rec['seed']}: record exists, skipped[/dim]"
+        )
 
     def cell_end(self, rec: Record) -> None:
         d = rec.data
         self._drop(f"{d['dataset']} · {d['model']} · seed {d['seed']}")
         colour = "green" if rec.status == "ok" else "red"
         text = escape(cell_text(rec))
-        self.console.print(f"[{colour}]{text[0]}[/{colour}]{text[1:]}" if rec.status == "ok" else f"[red]{text}[/red]", highlight=False, soft_wrap=True)
+        self.console.print(
+            f"[{colour}]{text[0]}[/{colour}]{text[1:]}" if rec.status == "ok" else f"[red]{text}[/red]",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     def _drop(self, cell: str) -> None:
         for t in self.tasks.pop(cell, ()):

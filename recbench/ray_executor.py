@@ -53,7 +53,9 @@ def _import_ray() -> Any:
     return ray
 
 
-def _run_remote(split: Split, cell: Cell, opts: RunOptions) -> tuple[dict[str, Any], np.ndarray | None, dict[str, np.ndarray]]:
+def _run_remote(
+    split: Split, cell: Cell, opts: RunOptions
+) -> tuple[dict[str, Any], np.ndarray | None, dict[str, np.ndarray]]:
     """The task: fit and evaluate one cell on a worker, progress as plain lines (Ray forwards a
     worker's stderr to the driver)."""
     from recbench.progress import PlainReporter
@@ -63,7 +65,9 @@ def _run_remote(split: Split, cell: Cell, opts: RunOptions) -> tuple[dict[str, A
     return rec.data, rec.users, rec.ranks
 
 
-def execute_ray(cells: Sequence[Cell], splits: dict[SplitSpec, Split], opts: RunOptions, reporter: Reporter) -> list[Record]:
+def execute_ray(
+    cells: Sequence[Cell], splits: dict[SplitSpec, Split], opts: RunOptions, reporter: Reporter
+) -> list[Record]:
     """Run ``cells`` as Ray tasks; records are written by this process as each task returns."""
     ray = _import_ray()
     # workers may start in another folder (or on another machine): every path made absolute
@@ -86,7 +90,9 @@ def execute_ray(cells: Sequence[Cell], splits: dict[SplitSpec, Split], opts: Run
             ray.shutdown()
 
 
-def _execute(ray: Any, cells: Sequence[Cell], splits: dict[SplitSpec, Split], opts: RunOptions, reporter: Reporter) -> list[Record]:
+def _execute(
+    ray: Any, cells: Sequence[Cell], splits: dict[SplitSpec, Split], opts: RunOptions, reporter: Reporter
+) -> list[Record]:
     out: list[Record | None] = [None] * len(cells)
     todo = []
     for i, c in enumerate(cells):
@@ -114,7 +120,9 @@ def _execute(ray: Any, cells: Sequence[Cell], splits: dict[SplitSpec, Split], op
                 data, users, ranks = ray.get(done[0])
                 rec = Record(data=data, users=users, ranks=ranks)
             except ray.exceptions.RayError as e:  # retries exhausted: record it, go on
-                rec = failed_record(split, cell, opts, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                rec = failed_record(
+                    split, cell, opts, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                )
             d = rec.data
             with cell_lock(opts.out, d["dataset"], d["model"], d["seed"], d["key"]):
                 path = finish_record(opts, rec)

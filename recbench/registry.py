@@ -83,7 +83,9 @@ def register_plugin(cls: type, ref: str) -> type[Model]:
     """Check ``cls`` against the model protocol and know it by its ``name``."""
     missing = [a for a in ("name", "Config", "fit", "score", "score_matrix") if not hasattr(cls, a)]
     if missing:
-        raise ConfigError(f"model {ref!r} is not a recbench model: it has no {', '.join(missing)} (see recbench.models.base.Model)")
+        raise ConfigError(
+            f"model {ref!r} is not a recbench model: it has no {', '.join(missing)} (see recbench.models.base.Model)"
+        )
     if not dataclasses.is_dataclass(cls.Config) or not cls.Config.__dataclass_params__.frozen:
         raise ConfigError(f"model {ref!r}: its Config must be a frozen dataclass")
     name = str(cls.name)

@@ -82,7 +82,11 @@ def write_record(out: Path, rec: Record) -> Path:
     jpath, _ = record_paths(out, d["dataset"], d["model"], d["seed"], d["key"])
     if rec.ranks:
         buf = io.BytesIO()
-        np.savez_compressed(buf, users=np.asarray(rec.users, dtype=np.int32), **{k.replace("/", "__"): v.astype(np.int32) for k, v in rec.ranks.items()})
+        np.savez_compressed(
+            buf,
+            users=np.asarray(rec.users, dtype=np.int32),
+            **{k.replace("/", "__"): v.astype(np.int32) for k, v in rec.ranks.items()},
+        )
         blob = buf.getvalue()
         digest = hashlib.sha256(blob).hexdigest()
         # named by content: never overwritten with other bytes, so a JSON always finds its own
@@ -101,8 +105,14 @@ def write_record(out: Path, rec: Record) -> Path:
 
 _REQUIRED = ("schema", "key", "status", "dataset", "model", "seed", "config", "metrics")
 _TYPES: dict[str, type | tuple[type, ...]] = {
-    "schema": int, "key": str, "status": str, "dataset": str, "model": str, "seed": int,
-    "config": dict, "metrics": dict,
+    "schema": int,
+    "key": str,
+    "status": str,
+    "dataset": str,
+    "model": str,
+    "seed": int,
+    "config": dict,
+    "metrics": dict,
 }
 
 
@@ -132,7 +142,9 @@ def read_record(path: Path, with_ranks: bool = True) -> Record:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not a valid JSON record ({e})") from None
     if not isinstance(data, dict) or any(k not in data for k in _REQUIRED):
-        raise ValueError(f"{path}: missing fields {[k for k in _REQUIRED if k not in data] if isinstance(data, dict) else 'all'}")
+        raise ValueError(
+            f"{path}: missing fields {[k for k in _REQUIRED if k not in data] if isinstance(data, dict) else 'all'}"
+        )
     bad = _type_problems(data)
     if bad:
         raise ValueError(f"{path}: invalid fields {bad}")
@@ -190,7 +202,9 @@ def find_record(out: Path, dataset: str, model: str, seed: int, key: str) -> Rec
 
 
 @contextlib.contextmanager
-def cell_lock(out: Path, dataset: str, model: str, seed: int, key: str, on_wait: Callable[[], object] | None = None) -> Iterator[None]:
+def cell_lock(
+    out: Path, dataset: str, model: str, seed: int, key: str, on_wait: Callable[[], object] | None = None
+) -> Iterator[None]:
     """Hold the cell's file lock (an OS lock: a killed holder releases it). ``on_wait()`` is called
     once if another process holds it, before blocking until it is free. Lock files live under
     ``OUT/.locks/`` (which git ignores by itself), never beside the records."""

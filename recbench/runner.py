@@ -93,8 +93,15 @@ class RunOptions:
             raise ConfigError(f"unknown protocol {bad[0]!r}; valid: {', '.join(PROTOCOLS)}, both")
         if self.early_stopping and not self.validation:
             raise ConfigError("--early-stopping needs a validation split (--validation)")
-        for name, low in (("jobs", 1), ("checkpoint_every", 1), ("threads", 0), ("eval_every", 0),
-                          ("early_stopping", 0), ("split_seed", 0), ("n_negatives", 1)):
+        for name, low in (
+            ("jobs", 1),
+            ("checkpoint_every", 1),
+            ("threads", 0),
+            ("eval_every", 0),
+            ("early_stopping", 0),
+            ("split_seed", 0),
+            ("n_negatives", 1),
+        ):
             value = getattr(self, name)
             if value < low:
                 raise ConfigError(f"--{name.replace('_', '-')} {value}: must be ≥ {low}")
@@ -189,10 +196,25 @@ def code_version() -> dict[str, Any]:
         return {"version": version}
     git = ["git", "-C", str(root)]
     try:
-        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        commit = subprocess.run(
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
         status = subprocess.run(
-            [*git, "status", "--porcelain", "--untracked-files=no", "--", "recbench", "baselines", "datasets.toml", "pyproject.toml"],
-            capture_output=True, text=True, timeout=10, check=True,
+            [
+                *git,
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                "recbench",
+                "baselines",
+                "datasets.toml",
+                "pyproject.toml",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return {"version": version}
@@ -219,8 +241,11 @@ def hardware(device: str = "cpu") -> dict[str, Any]:
         info["isa"] = torch.backends.cpu.get_cpu_capability()
         from threadpoolctl import threadpool_info
 
-        info["blas"] = [f"{p.get('internal_api')} {p.get('version') or ''} ({p.get('num_threads')} threads)".replace("  ", " ")
-                        for p in threadpool_info() if p.get("user_api") == "blas"]
+        info["blas"] = [
+            f"{p.get('internal_api')} {p.get('version') or ''} ({p.get('num_threads')} threads)".replace("  ", " ")
+            for p in threadpool_info()
+            if p.get("user_api") == "blas"
+        ]
         if device != "cpu" and torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:  # pragma: no cover
@@ -375,8 +400,15 @@ def compute_cell(split: Split, cell: Cell, opts: RunOptions, reporter: Reporter 
         on_epoch=functools.partial(reporter.epoch, cell.label),
         on_batch=functools.partial(reporter.batch, cell.label),
         checkpoint=(
-            CheckpointSpec(checkpoint_path(opts, cell.dataset, cell.model, cell.seed, key), key, cell.label, opts.checkpoint_every, reporter.message)
-            if opts.checkpoint else None
+            CheckpointSpec(
+                checkpoint_path(opts, cell.dataset, cell.model, cell.seed, key),
+                key,
+                cell.label,
+                opts.checkpoint_every,
+                reporter.message,
+            )
+            if opts.checkpoint
+            else None
         ),
     )
     data = record_data(split, cell, opts, ident, key)
@@ -395,7 +427,9 @@ def compute_cell(split: Split, cell: Cell, opts: RunOptions, reporter: Reporter 
                 data["timing"]["s_per_epoch"] = float(np.median([h["seconds"] for h in epochs]))
                 data["timing"]["samples_per_s"] = float(np.median([h["samples_per_s"] for h in epochs]))
                 data["timing"]["epochs_run"] = len(epochs)
-            roles = [("test", split.test)] + ([("validation", split.validation)] if split.validation is not None else [])
+            roles = [("test", split.test)] + (
+                [("validation", split.validation)] if split.validation is not None else []
+            )
             for role, held in roles:
                 for proto in wanted if role == "test" else ["sampled"]:
                     reporter.phase(cell.label, f"evaluating {role}/{proto}")
@@ -506,10 +540,14 @@ def default_split_loader(opts: RunOptions) -> SplitLoader:
 def load_spec(spec: SplitSpec, data_dir: Path | None) -> Split:
     from recbench.data import load_split
 
-    return load_split(spec.dataset, seed=spec.seed, validation=spec.validation, n_negatives=spec.n_negatives, data_dir=data_dir)
+    return load_split(
+        spec.dataset, seed=spec.seed, validation=spec.validation, n_negatives=spec.n_negatives, data_dir=data_dir
+    )
 
 
-def load_splits(cells: Sequence[Cell], opts: RunOptions, reporter: Reporter, split_loader: SplitLoader | None) -> dict[SplitSpec, Split]:
+def load_splits(
+    cells: Sequence[Cell], opts: RunOptions, reporter: Reporter, split_loader: SplitLoader | None
+) -> dict[SplitSpec, Split]:
     splits: dict[SplitSpec, Split] = {}
     for c in cells:
         if c.split not in splits:
@@ -572,7 +610,9 @@ def set_threads(threads: int) -> None:
         threadpool_limits(limits=threads)  # applies now, for the rest of the process
 
 
-def _execute_processes(cells: Sequence[Cell], splits: dict[SplitSpec, Split], opts: RunOptions, reporter: Reporter) -> list[Record]:
+def _execute_processes(
+    cells: Sequence[Cell], splits: dict[SplitSpec, Split], opts: RunOptions, reporter: Reporter
+) -> list[Record]:
     """``opts.jobs`` worker processes (spawned: no fork of a process holding torch's threads),
     each with ``opts.threads`` torch threads; progress events are relayed to ``reporter``."""
     import multiprocessing as mp
@@ -593,7 +633,9 @@ def _execute_processes(cells: Sequence[Cell], splits: dict[SplitSpec, Split], op
     pump.start()
     out: list[Record | None] = [None] * len(cells)
     try:
-        with ProcessPoolExecutor(opts.jobs, mp_context=ctx, initializer=_init_worker, initargs=(opts.threads, events)) as pool:
+        with ProcessPoolExecutor(
+            opts.jobs, mp_context=ctx, initializer=_init_worker, initargs=(opts.threads, events)
+        ) as pool:
             futures = {pool.submit(_worker_run, splits[c.split], c, opts): i for i, c in enumerate(cells)}
             try:
                 for fut, i in futures.items():

@@ -160,12 +160,7 @@ def kendall_tau(names: Sequence[str], x: Sequence[float], y: Sequence[float]) ->
     xs = np.asarray(x, dtype=np.float64)
     ys = np.asarray(y, dtype=np.float64)
     n = len(names)
-    disc = [
-        (names[i], names[j])
-        for i in range(n)
-        for j in range(i + 1, n)
-        if (xs[i] - xs[j]) * (ys[i] - ys[j]) < 0
-    ]
+    disc = [(names[i], names[j]) for i in range(n) for j in range(i + 1, n) if (xs[i] - xs[j]) * (ys[i] - ys[j]) < 0]
     if n < 2:
         return Agreement(np.nan, np.nan, n, [])
     res = sps.kendalltau(xs, ys)

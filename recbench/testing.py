@@ -39,7 +39,9 @@ class ModelContract:
     def build(cls) -> Model:
         cfg = cls.model_class.Config()
         fields = {f.name for f in dataclasses.fields(cfg)}
-        return cls.model_class(apply_overrides(cfg, {k: v for k, v in cls.fast.items() if k in fields}, cls.model_class.name))
+        return cls.model_class(
+            apply_overrides(cfg, {k: v for k, v in cls.fast.items() if k in fields}, cls.model_class.name)
+        )
 
     @pytest.fixture(scope="class")
     @classmethod

@@ -86,7 +86,9 @@ def parse_grid(items: list[str]) -> dict[str, dict[str, list[str]]]:
     return out
 
 
-def search_space(model: str, grid: dict[str, list[Any]] | None = None, spaces: dict[str, Any] | None = None) -> dict[str, list[Any]]:
+def search_space(
+    model: str, grid: dict[str, list[Any]] | None = None, spaces: dict[str, Any] | None = None
+) -> dict[str, list[Any]]:
     """The default space with ``grid`` replacing or adding parameters; every value checked
     against the model's config (an unknown parameter or ill-typed value is a ConfigError)."""
     space = default_space(model, spaces)
@@ -123,7 +125,9 @@ def validation_score(rec: Record, metric: str = "ndcg@10") -> float:
         return float("nan")
     ranks = rec.ranks.get(VALIDATION_ROLE)
     if ranks is None:
-        raise ConfigError(f"{rec['model']} seed {rec['seed']}: the record has no validation ranks (tuning needs validation=True)")
+        raise ConfigError(
+            f"{rec['model']} seed {rec['seed']}: the record has no validation ranks (tuning needs validation=True)"
+        )
     return float(per_user(ranks, metric).mean())
 
 
@@ -149,7 +153,9 @@ class TuneOptions:
     checkpoint: bool = True
 
 
-def plan(model: str, opts: TuneOptions, spaces: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], int, dict[str, list[Any]]]:
+def plan(
+    model: str, opts: TuneOptions, spaces: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], int, dict[str, list[Any]]]:
     """``(trials, grid size, space)`` for one model, every value checked; no work done."""
     spaces = spaces or load_search_spaces()
     budget, _ = default_budget(spaces)
@@ -178,8 +184,15 @@ def tune(
     trials, size, space = plan(model, opts, spaces)
     fixed = opts.fixed.get(model, {})
     run_opts = RunOptions(
-        seeds=opts.seeds, out=opts.out, force=opts.force, device=opts.device, validation=True,
-        split_seed=opts.split_seed, data_dir=opts.data_dir, jobs=opts.jobs, threads=opts.threads,
+        seeds=opts.seeds,
+        out=opts.out,
+        force=opts.force,
+        device=opts.device,
+        validation=True,
+        split_seed=opts.split_seed,
+        data_dir=opts.data_dir,
+        jobs=opts.jobs,
+        threads=opts.threads,
         checkpoint=opts.checkpoint,
     )
     spec = SplitSpec(dataset, opts.split_seed, validation=True)
@@ -189,8 +202,15 @@ def tune(
     configs = [resolve_config(model, sets={**fixed, **params}) for params in trials]
     cells = [
         # no test protocol: a trial evaluates (and records) the validation item only
-        Cell(spec, model, cfg, seed, (), early_stopping=opts.early_stopping if hasattr(cfg, "epochs") else 0,
-             tags=dict(TUNE_TAG))
+        Cell(
+            spec,
+            model,
+            cfg,
+            seed,
+            (),
+            early_stopping=opts.early_stopping if hasattr(cfg, "epochs") else 0,
+            tags=dict(TUNE_TAG),
+        )
         for cfg in configs
         for seed in opts.seeds
     ]
@@ -209,14 +229,21 @@ def tune(
             "per_seed": {str(s_): v for s_, v in per_seed.items()},
             "status": "ok" if len(scores) == len(trial_recs) else "failed",
             "errors": [r.data.get("error") for r in trial_recs if r.status != "ok"],
-            "records": [str(r.path.relative_to(opts.out)) if r.path is not None and r.path.is_relative_to(opts.out) else str(r.path) for r in trial_recs],
+            "records": [
+                str(r.path.relative_to(opts.out))
+                if r.path is not None and r.path.is_relative_to(opts.out)
+                else str(r.path)
+                for r in trial_recs
+            ],
         }
         results.append(trial)
         if on_trial is not None:
             on_trial(trial)
     ok = [t for t in results if t["status"] == "ok"]
     if not ok:
-        raise ConfigError(f"{dataset}/{model}: every trial failed ({results[0]['errors'][0] if results and results[0]['errors'] else 'no trial'})")
+        raise ConfigError(
+            f"{dataset}/{model}: every trial failed ({results[0]['errors'][0] if results and results[0]['errors'] else 'no trial'})"
+        )
     best = max(ok, key=lambda t: t["score"])  # first of equal scores: grid order
     doc = {
         "dataset": dataset,
@@ -257,9 +284,8 @@ def trials_table(doc: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for t in doc["trials"]:
         rows.append({**{k: v for k, v in t["params"].items()}, "validation": t["score"], "status": t["status"]})
-    return sorted(rows, key=lambda r: (-(r["validation"] if not np.isnan(r["validation"]) else -1e9)))
+    return sorted(rows, key=lambda r: -(r["validation"] if not np.isnan(r["validation"]) else -1e9))
 
 
 def is_tune_record(rec: Record) -> bool:
     return (rec.data.get("tags") or {}).get("purpose") == "tune"
-

@@ -91,7 +91,9 @@ def test_flops_of_a_pairwise_batch_count_every_negative(split: Split) -> None:
     class TinyPair(Tiny):
         def batches(self, train: TrainData, rng: np.random.Generator) -> Batches:
             cfg = self.config
-            return pairwise_batches(train, rng, batch_size=cfg.batch_size, n_negatives=cfg.n_negatives, device=self.device)
+            return pairwise_batches(
+                train, rng, batch_size=cfg.batch_size, n_negatives=cfg.n_negatives, device=self.device
+            )
 
         def batch_loss(self, users, items, targets, negatives):  # type: ignore[override]
             pos = self.forward(users, items)
@@ -155,9 +157,7 @@ def test_record_has_every_field(record: dict) -> None:
     assert ncf["samples_per_s"] > 0 and ncf["s_per_epoch"] > 0
     assert ncf["samples_per_epoch"] == pytest.approx(record["split_info"]["n_train"] * 5, abs=1)
     assert ncf["flops_per_sample"] > 0 and ncf["peak_fraction"] > 0
-    assert ncf["achieved_flops_per_s"] == pytest.approx(
-        ncf["flops_per_sample"] * ncf["samples_per_s"]
-    )
+    assert ncf["achieved_flops_per_s"] == pytest.approx(ncf["flops_per_sample"] * ncf["samples_per_s"])
     bpr = record["models"][1]
     assert bpr["epochs"] == 1 and bpr["samples_per_epoch"] == record["split_info"]["n_train"]
     assert bpr["flops_per_sample"] is None  # not a PyTorch model
@@ -275,9 +275,7 @@ def test_gpu_script_dry_run_on_cpu(tmp_path: Path) -> None:
         "FORCE_SHIM": "1",  # exercise the stand-in the GPU image needs
         "SETS": "ncf.embedding_size=4 ncf.mlp_layers=8,4",
     }
-    r = subprocess.run(
-        ["bash", str(GPU_SH), "--dry-run"], env=env, capture_output=True, text=True, timeout=240
-    )
+    r = subprocess.run(["bash", str(GPU_SH), "--dry-run"], env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "out"
     files = sorted(p.name for p in out.iterdir())

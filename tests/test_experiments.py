@@ -64,8 +64,9 @@ def test_opeci_is_registered() -> None:
 
 def test_neg_ratio_with_paper_numbers(micro: Split, tmp_path: Path) -> None:
     split = replace(micro, dataset="ml-100k")  # named like a paper dataset: its settings and Table 3
-    res = experiments.run_experiment("neg-ratio", ["ml-100k"], _opts(tmp_path, "neg-ratio", values=("2", "6")),
-                           split_loader=lambda _: split)
+    res = experiments.run_experiment(
+        "neg-ratio", ["ml-100k"], _opts(tmp_path, "neg-ratio", values=("2", "6")), split_loader=lambda _: split
+    )
     table = _files_ok(res)
     # columns in numeric order (not 10 before 2), the default labelled; every point of the paper's
     # Table 3 shown, also where ours is not run (issue 16, findings 4 and 14)
@@ -86,15 +87,17 @@ def test_neg_ratio_with_paper_numbers(micro: Split, tmp_path: Path) -> None:
     assert all(r["config"]["embedding_size"] == 8 and r["tags"] == {"experiment": "neg-ratio"} for r in recs)
     # resume: a rerun reads the records back and does no new work
     n = len(list((tmp_path / "records").rglob("*.json")))
-    again = experiments.run_experiment("neg-ratio", ["ml-100k"], _opts(tmp_path, "neg-ratio", values=("2", "6")),
-                             split_loader=lambda _: split)
+    again = experiments.run_experiment(
+        "neg-ratio", ["ml-100k"], _opts(tmp_path, "neg-ratio", values=("2", "6")), split_loader=lambda _: split
+    )
     assert len(list((tmp_path / "records").rglob("*.json"))) == n
     assert [r.key for r in again.records] == [r.key for r in res.records]
 
 
 def test_interaction_curves(micro: Split, tmp_path: Path) -> None:
-    res = experiments.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction", epochs=2),
-                           split_loader=lambda _: micro)
+    res = experiments.run_experiment(
+        "interaction", ["micro"], _opts(tmp_path, "interaction", epochs=2), split_loader=lambda _: micro
+    )
     res_table = (res.folder / "table.md").read_text()
     assert "NDCG@10 at the last epoch" in res_table and "opeci-inner" in res_table
     assert "best" not in res_table.lower()  # no epoch chosen on the test split
@@ -104,7 +107,9 @@ def test_interaction_curves(micro: Split, tmp_path: Path) -> None:
 
 
 def test_aggregation(micro: Split, tmp_path: Path) -> None:
-    res = experiments.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation"), split_loader=lambda _: micro)
+    res = experiments.run_experiment(
+        "aggregation", ["micro"], _opts(tmp_path, "aggregation"), split_loader=lambda _: micro
+    )
     table = _files_ok(res)
     for m in ("opeci", "opeci-i", "opeci-u", "opeci-iu"):
         assert f"| {m}" in table or f" {m} " in table
@@ -114,8 +119,9 @@ def test_aggregation(micro: Split, tmp_path: Path) -> None:
 
 
 def test_embedding_size(micro: Split, tmp_path: Path) -> None:
-    res = experiments.run_experiment("embedding-size", ["micro"], _opts(tmp_path, "embedding-size", values=("8", "16")),
-                           split_loader=lambda _: micro)
+    res = experiments.run_experiment(
+        "embedding-size", ["micro"], _opts(tmp_path, "embedding-size", values=("8", "16")), split_loader=lambda _: micro
+    )
     table = _files_ok(res)
     assert "embedding_size=8" in table and "embedding_size=16" in table
     assert {r["config"]["embedding_size"] for r in res.records} == {8, 16}
@@ -171,8 +177,24 @@ def test_cli_experiment(micro: Split, tmp_path: Path, monkeypatch: pytest.Monkey
     synthetic = replace(micro, dataset="synthetic")
     monkeypatch.setattr(recbench.data, "load_split", lambda name, **kw: synthetic)
     out = tmp_path / "res"
-    args = ["experiment", "embedding-size", "-d", "synthetic", "--seeds", "0,1", "--epochs", "1", "--values", "8",
-            "--set", "opeci.batch_size=1024", "--set", "opeci.mlp_hidden=(16,)", "--out", str(out)]
+    args = [
+        "experiment",
+        "embedding-size",
+        "-d",
+        "synthetic",
+        "--seeds",
+        "0,1",
+        "--epochs",
+        "1",
+        "--values",
+        "8",
+        "--set",
+        "opeci.batch_size=1024",
+        "--set",
+        "opeci.mlp_hidden=(16,)",
+        "--out",
+        str(out),
+    ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     folder = out / "experiments" / "embedding-size"
@@ -194,8 +216,9 @@ def test_cli_experiment(micro: Split, tmp_path: Path, monkeypatch: pytest.Monkey
     readme = (folder / "README.md").read_text()
     command = readme.split("```bash\n")[1].split("\n```")[0]
     assert command.startswith("recbench experiment embedding-size") and "--no-fit" not in command
-    r = CliRunner().invoke(app, ["experiment", "neg-ratio", "-d", "synthetic", "--set", "opeci.n_negatives=2",
-                                 "--out", str(out)])
+    r = CliRunner().invoke(
+        app, ["experiment", "neg-ratio", "-d", "synthetic", "--set", "opeci.n_negatives=2", "--out", str(out)]
+    )
     assert r.exit_code == 2 and "varies n_negatives itself" in r.output
 
 
@@ -209,11 +232,18 @@ def test_one_fit_serves_every_experiment_and_run(micro: Split, tmp_path: Path) -
     from recbench.runner import RunOptions
 
     ov = {k: v for k, v in OPECI_TINY.items()}
-    plain = run_grid(["micro"], ["opeci"],
-                     RunOptions(overrides={"opeci": {**ov, "epochs": "1"}}, out=tmp_path, eval_every=1),
-                     split_loader=lambda _: micro)
-    first = experiments.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction"), split_loader=lambda _: micro)
-    second = experiments.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation"), split_loader=lambda _: micro)
+    plain = run_grid(
+        ["micro"],
+        ["opeci"],
+        RunOptions(overrides={"opeci": {**ov, "epochs": "1"}}, out=tmp_path, eval_every=1),
+        split_loader=lambda _: micro,
+    )
+    first = experiments.run_experiment(
+        "interaction", ["micro"], _opts(tmp_path, "interaction"), split_loader=lambda _: micro
+    )
+    second = experiments.run_experiment(
+        "aggregation", ["micro"], _opts(tmp_path, "aggregation"), split_loader=lambda _: micro
+    )
     by_model = {r["model"]: r for r in first.records}
     again = {r["model"]: r for r in second.records}
     assert by_model["opeci"]["key"] == plain[0]["key"] == again["opeci"]["key"]
@@ -232,13 +262,16 @@ def test_no_fit_builds_from_existing_records_and_lists_the_missing(micro: Split,
     """--no-fit: nothing is trained; the outputs hold what exists and the caption names the rest."""
     experiments.run_experiment("interaction", ["micro"], _opts(tmp_path, "interaction"), split_loader=lambda _: micro)
     before = sorted(p.name for p in (tmp_path / "records").rglob("*.json"))
-    res = experiments.run_experiment("aggregation", ["micro"], _opts(tmp_path, "aggregation", no_fit=True),
-                           split_loader=lambda _: micro)
+    res = experiments.run_experiment(
+        "aggregation", ["micro"], _opts(tmp_path, "aggregation", no_fit=True), split_loader=lambda _: micro
+    )
     assert sorted(p.name for p in (tmp_path / "records").rglob("*.json")) == before  # no fit, no record
     assert [r["model"] for r in res.records] == ["opeci"]
     table = (res.folder / "table.md").read_text()
-    assert ("Not run yet (3 of 4 fits; built with --no-fit): micro opeci-i seed 0; micro opeci-u seed 0; "
-            "micro opeci-iu seed 0.") in table
+    assert (
+        "Not run yet (3 of 4 fits; built with --no-fit): micro opeci-i seed 0; micro opeci-u seed 0; "
+        "micro opeci-iu seed 0."
+    ) in table
     assert "Not run yet" in (res.folder / "README.md").read_text()
     from recbench.report import select_records
     from recbench.results import iter_records
@@ -268,15 +301,23 @@ def _error_bars(fig) -> int:
     return sum(isinstance(c, ErrorbarContainer) and c.has_yerr for ax in fig.axes for c in ax.containers)
 
 
-@pytest.mark.parametrize(("seeds", "words", "bars"), [
-    ((0,), "single seed: no error bars", False),
-    ((0, 1), "error bars: ± 1 std over 2 seeds", True),
-])
-def test_caption_says_error_bars_only_when_drawn(micro: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 seeds: tuple[int, ...], words: str, bars: bool) -> None:
+@pytest.mark.parametrize(
+    ("seeds", "words", "bars"),
+    [
+        ((0,), "single seed: no error bars", False),
+        ((0, 1), "error bars: ± 1 std over 2 seeds", True),
+    ],
+)
+def test_caption_says_error_bars_only_when_drawn(
+    micro: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seeds: tuple[int, ...], words: str, bars: bool
+) -> None:
     figs = _capture_figures(monkeypatch)
-    res = experiments.run_experiment("embedding-size", ["micro"], _opts(tmp_path, "embedding-size", values=("8",), seeds=seeds),
-                           split_loader=lambda _: micro)
+    res = experiments.run_experiment(
+        "embedding-size",
+        ["micro"],
+        _opts(tmp_path, "embedding-size", values=("8",), seeds=seeds),
+        split_loader=lambda _: micro,
+    )
     (fig,) = figs
     title = fig.get_suptitle()
     assert words in title.replace("\n", " ")
@@ -286,8 +327,16 @@ def test_caption_says_error_bars_only_when_drawn(micro: Split, tmp_path: Path, m
 
 
 def test_one_epoch_curve_is_a_marker_on_a_sensible_axis() -> None:
-    curves = pd.DataFrame({"dataset": ["micro"] * 2, "model": ["opeci", "opeci-inner"], "seed": [0, 0], "epoch": [1, 1],
-                           "hr@10": [0.5, 0.4], "ndcg@10": [0.3, 0.2]})
+    curves = pd.DataFrame(
+        {
+            "dataset": ["micro"] * 2,
+            "model": ["opeci", "opeci-inner"],
+            "seed": [0, 0],
+            "epoch": [1, 1],
+            "hr@10": [0.5, 0.4],
+            "ndcg@10": [0.3, 0.2],
+        }
+    )
     fig = experiments._epoch_figure(curves, "ndcg@10")
     ax = fig.axes[0]
     lo, hi = ax.get_xlim()
@@ -299,8 +348,16 @@ def test_one_epoch_curve_is_a_marker_on_a_sensible_axis() -> None:
 
 
 def test_curve_table_reports_the_last_epoch_not_the_best_on_test() -> None:
-    curves = pd.DataFrame({"dataset": "micro", "model": "opeci", "seed": [0, 0, 1, 1], "epoch": [1, 2, 1, 2],
-                           "hr@10": [0.6, 0.4, 0.6, 0.2], "ndcg@10": [0.5, 0.3, 0.5, 0.1]})
+    curves = pd.DataFrame(
+        {
+            "dataset": "micro",
+            "model": "opeci",
+            "seed": [0, 0, 1, 1],
+            "epoch": [1, 2, 1, 2],
+            "hr@10": [0.6, 0.4, 0.6, 0.2],
+            "ndcg@10": [0.5, 0.3, 0.5, 0.1],
+        }
+    )
     t = experiments._curve_table(curves, ["hr@10", "ndcg@10"])
     assert list(t.columns) == ["Dataset", "Model", "Epochs", "HR@10 at the last epoch", "NDCG@10 at the last epoch"]
     assert t.loc[0, "NDCG@10 at the last epoch"] == "0.200 ± 0.141" and t.loc[0, "Epochs"] == 2
@@ -309,15 +366,32 @@ def test_curve_table_reports_the_last_epoch_not_the_best_on_test() -> None:
 def test_embedding_size_panel_has_the_papers_point() -> None:
     import types
 
-    paper, label = experiments._paper_points(experiments.get_preset("embedding-size"), ["ml-100k", "ml-1m", "micro"], experiments.load_presets())
+    paper, label = experiments._paper_points(
+        experiments.get_preset("embedding-size"), ["ml-100k", "ml-1m", "micro"], experiments.load_presets()
+    )
     assert "Table 2" in label
     assert {(r.dataset, r.metric, r.x, r.paper) for r in paper.itertuples()} == {
-        ("ml-100k", "hr@10", 64, 0.774), ("ml-100k", "ndcg@10", 64, 0.441),
-        ("ml-1m", "hr@10", 32, 0.786), ("ml-1m", "ndcg@10", 32, 0.479)}
-    summary = pd.DataFrame({"protocol": "sampled", "dataset": "ml-100k", "metric": ["hr@10"] * 2, "model": ["8", "64"],
-                            "n_seeds": 1, "mean": [0.5, 0.6], "std": float("nan"), "ci95_low": float("nan"),
-                            "ci95_high": float("nan")})
-    part, tidy = experiments._param_table(experiments.get_preset("embedding-size"), types.SimpleNamespace(summary=summary), paper)
+        ("ml-100k", "hr@10", 64, 0.774),
+        ("ml-100k", "ndcg@10", 64, 0.441),
+        ("ml-1m", "hr@10", 32, 0.786),
+        ("ml-1m", "ndcg@10", 32, 0.479),
+    }
+    summary = pd.DataFrame(
+        {
+            "protocol": "sampled",
+            "dataset": "ml-100k",
+            "metric": ["hr@10"] * 2,
+            "model": ["8", "64"],
+            "n_seeds": 1,
+            "mean": [0.5, 0.6],
+            "std": float("nan"),
+            "ci95_low": float("nan"),
+            "ci95_high": float("nan"),
+        }
+    )
+    part, tidy = experiments._param_table(
+        experiments.get_preset("embedding-size"), types.SimpleNamespace(summary=summary), paper
+    )
     assert "| **0.600** (paper 0.774)" in part.md and "embedding_size=64 (default)" in part.md
     fig = experiments._param_figure(tidy, "d", experiments.Spread(1, 1), logx=True, paper_label=label)
     assert label in [t.get_text() for t in fig.legends[0].get_texts()]
@@ -331,7 +405,9 @@ def test_html_tables_are_built_from_the_data_not_from_markdown() -> None:
 
 
 def test_regenerate_command_never_has_no_fit(tmp_path: Path) -> None:
-    opts = experiments.ExperimentOptions(out=tmp_path, no_fit=True,
-                               command="recbench experiment aggregation --dataset micro --seeds 0 --out x --no-fit")
+    opts = experiments.ExperimentOptions(
+        out=tmp_path, no_fit=True, command="recbench experiment aggregation --dataset micro --seeds 0 --out x --no-fit"
+    )
     assert experiments._command(experiments.get_preset("aggregation"), ["micro"], opts) == (
-        "recbench experiment aggregation --dataset micro --seeds 0 --out x")
+        "recbench experiment aggregation --dataset micro --seeds 0 --out x"
+    )

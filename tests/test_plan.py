@@ -25,8 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_precedence_defaults_paper_tuned_epochs_set() -> None:
     assert PRECEDENCE == ("defaults", "paper", "tuned", "epochs", "set")
     assert resolve_config("ncf").learning_rate == 1e-3  # code default
-    cfg = resolve_config("ncf", paper={"learning_rate": 0.1, "epochs": 7, "n_negatives": 2},
-                         tuned={"learning_rate": "0.01", "epochs": 9}, epochs=3, sets={"epochs": "5"})
+    cfg = resolve_config(
+        "ncf",
+        paper={"learning_rate": 0.1, "epochs": 7, "n_negatives": 2},
+        tuned={"learning_rate": "0.01", "epochs": 9},
+        epochs=3,
+        sets={"epochs": "5"},
+    )
     assert (cfg.learning_rate, cfg.epochs, cfg.n_negatives) == (0.01, 5, 2)  # tuned, --set, paper
     assert resolve_config("ncf", paper={"epochs": 7}, epochs=3).epochs == 3
     assert resolve_config("itempop", epochs=3) == resolve_config("itempop")  # no epochs field: ignored
@@ -86,8 +91,22 @@ def test_plan_run_makes_typed_cells_in_grid_order() -> None:
 
 def test_plain_progress_in_a_log(tmp_path: Path) -> None:
     """CliRunner's stderr is not a terminal: one line per epoch and per cell."""
-    r = runner.invoke(app, ["run", "--dataset", "synthetic", "--models", "ncf", "--set", "ncf.epochs=2",
-                            "--eval-every", "1", "--out", str(tmp_path)])
+    r = runner.invoke(
+        app,
+        [
+            "run",
+            "--dataset",
+            "synthetic",
+            "--models",
+            "ncf",
+            "--set",
+            "ncf.epochs=2",
+            "--eval-every",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     epochs = [ln for ln in lines if "synthetic · ncf · seed 0: epoch" in ln]
@@ -137,8 +156,12 @@ def test_records_of_run_keep_their_keys(tiny_split, tmp_path: Path) -> None:
     from recbench.plan import run_grid
     from recbench.results import record_key
 
-    (rec,) = run_grid(["tiny"], ["ncf"], RunOptions(out=tmp_path, overrides={"ncf": {"epochs": "1"}}),
-                      split_loader=lambda _n: tiny_split)
+    (rec,) = run_grid(
+        ["tiny"],
+        ["ncf"],
+        RunOptions(out=tmp_path, overrides={"ncf": {"epochs": "1"}}),
+        split_loader=lambda _n: tiny_split,
+    )
     d = json.loads(rec.path.read_text())
     ident = {k: d[k] for k in ("dataset", "split", "model", "config", "seed", "device", "eval_every", "early_stopping")}
     ident["tags"] = {}
@@ -169,14 +192,49 @@ def test_help_shows_flags_as_flags() -> None:
 
 
 def test_run_dry_run_lists_cells_with_estimates(tmp_path: Path) -> None:
-    assert runner.invoke(app, ["run", "--dataset", "synthetic", "--models", "ncf", "--set", "ncf.epochs=2", "--out", str(tmp_path)]).exit_code == 0
-    r = runner.invoke(app, ["run", "--dataset", "synthetic", "--models", "ncf,itempop", "--set", "ncf.epochs=4", "--seeds", "0",
-                            "--out", str(tmp_path), "--dry-run"], env={"COLUMNS": "200"})
+    assert (
+        runner.invoke(
+            app, ["run", "--dataset", "synthetic", "--models", "ncf", "--set", "ncf.epochs=2", "--out", str(tmp_path)]
+        ).exit_code
+        == 0
+    )
+    r = runner.invoke(
+        app,
+        [
+            "run",
+            "--dataset",
+            "synthetic",
+            "--models",
+            "ncf,itempop",
+            "--set",
+            "ncf.epochs=4",
+            "--seeds",
+            "0",
+            "--out",
+            str(tmp_path),
+            "--dry-run",
+        ],
+        env={"COLUMNS": "200"},
+    )
     assert r.exit_code == 0, r.output
     ncf = next(ln for ln in r.output.splitlines() if "│ ncf" in ln)
     assert "to run" in ncf and " s" in ncf.split("│")[-2]  # estimated from the 2-epoch record
     assert "unknown" in next(ln for ln in r.output.splitlines() if "│ itempop" in ln)
     assert "estimated" in r.output and len(list((tmp_path / "records").rglob("*.json"))) == 1  # nothing fitted
-    again = runner.invoke(app, ["run", "--dataset", "synthetic", "--models", "ncf", "--set", "ncf.epochs=2",
-                                "--out", str(tmp_path), "--dry-run"], env={"COLUMNS": "200"})
+    again = runner.invoke(
+        app,
+        [
+            "run",
+            "--dataset",
+            "synthetic",
+            "--models",
+            "ncf",
+            "--set",
+            "ncf.epochs=2",
+            "--out",
+            str(tmp_path),
+            "--dry-run",
+        ],
+        env={"COLUMNS": "200"},
+    )
     assert "record exists" in again.output

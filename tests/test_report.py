@@ -97,8 +97,12 @@ def test_cost_table_is_the_median_of_the_records(results: Path, small_split: Spl
     assert row["Peak RSS MB"] == pytest.approx(np.median([r["peak_rss_mb"] for r in recs]))
     assert np.isnan(row["Samples/s"])  # implicit's BPR reports no per-epoch history
     # a torch model has per-epoch throughput
-    run_grid([small_split.dataset], ["ncf"], RunOptions(out=tmp_path, seeds=(0,), overrides={"ncf": {"epochs": "2"}}),
-             split_loader=lambda _: small_split)
+    run_grid(
+        [small_split.dataset],
+        ["ncf"],
+        RunOptions(out=tmp_path, seeds=(0,), overrides={"ncf": {"epochs": "2"}}),
+        split_loader=lambda _: small_split,
+    )
     ncf = build_report(tmp_path, ["hr@10"]).cost.iloc[0]
     rec = next(iter_records(tmp_path))
     assert ncf["Epochs"] == 2 and ncf["Samples/s"] == pytest.approx(rec["timing"]["samples_per_s"])
@@ -110,13 +114,30 @@ def test_cost_table_is_the_median_of_the_records(results: Path, small_split: Spl
 
 def test_ambiguous_default_reference_is_named(small_split: Split, tmp_path: Path) -> None:
     """Two OPECI configurations: no silent choice of reference; the note names both."""
-    tiny = {"embedding_size": "8", "batch_size": "1024", "precise_bn_batches": "1", "mlp_hidden": "(16,)", "epochs": "1"}
-    run_grid([small_split.dataset], ["opeci", "itempop"], RunOptions(out=tmp_path, overrides={"opeci": tiny}), split_loader=lambda _: small_split)
-    run_grid([small_split.dataset], ["opeci"], RunOptions(out=tmp_path, overrides={"opeci": {**tiny, "exclude_target": "false"}}),
-             split_loader=lambda _: small_split)
+    tiny = {
+        "embedding_size": "8",
+        "batch_size": "1024",
+        "precise_bn_batches": "1",
+        "mlp_hidden": "(16,)",
+        "epochs": "1",
+    }
+    run_grid(
+        [small_split.dataset],
+        ["opeci", "itempop"],
+        RunOptions(out=tmp_path, overrides={"opeci": tiny}),
+        split_loader=lambda _: small_split,
+    )
+    run_grid(
+        [small_split.dataset],
+        ["opeci"],
+        RunOptions(out=tmp_path, overrides={"opeci": {**tiny, "exclude_target": "false"}}),
+        split_loader=lambda _: small_split,
+    )
     rep = build_report(tmp_path, ["hr@10"])
     assert rep.reference is None
     assert any("opeci has several configurations" in n and "--reference" in n for n in rep.notes)
     labels = sorted(set(rep.summary.model))
-    chosen = build_report(tmp_path, ["hr@10"], reference=next(lab for lab in labels if "exclude_target" not in lab and "opeci" in lab))
+    chosen = build_report(
+        tmp_path, ["hr@10"], reference=next(lab for lab in labels if "exclude_target" not in lab and "opeci" in lab)
+    )
     assert chosen.reference is not None and chosen.reference.startswith("opeci[")

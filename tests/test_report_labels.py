@@ -29,8 +29,17 @@ def _env() -> dict[str, str]:
 
 
 def _record(model: str = "opeci", config: dict[str, Any] | None = None, **data: Any) -> Record:
-    return Record(data={"model": model, "dataset": "ml-100k", "seed": 0, "status": "ok",
-                        "config": config or {}, "metrics": {}, **data})
+    return Record(
+        data={
+            "model": model,
+            "dataset": "ml-100k",
+            "seed": 0,
+            "status": "ok",
+            "config": config or {},
+            "metrics": {},
+            **data,
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- labels
@@ -107,15 +116,24 @@ def _fake_results(out: Path, n: int = 100, n_users: int = 300) -> None:
     models = ["itempop", "bpr", "ncf", "cml", "opeci"]
     for i in range(n):
         model, seed = models[i % len(models)], i // len(models)
-        ranks = {f"test/{p}": rng.integers(0, 100 if p == "sampled" else 1000, n_users).astype(np.int32)
-                 for p in ("sampled", "full")}
+        ranks = {
+            f"test/{p}": rng.integers(0, 100 if p == "sampled" else 1000, n_users).astype(np.int32)
+            for p in ("sampled", "full")
+        }
         config = {"epochs": 2 if model != "itempop" else None}
         data = {
-            "model": model, "dataset": "ml-100k", "seed": seed, "status": "ok", "config": config,
-            "overrides": {}, "protocols": ["full", "sampled"], "split": "fp0",
+            "model": model,
+            "dataset": "ml-100k",
+            "seed": seed,
+            "status": "ok",
+            "config": config,
+            "overrides": {},
+            "protocols": ["full", "sampled"],
+            "split": "fp0",
             "split_info": {"seed": 0, "validation": False, "n_negatives": 99},
             "metrics": {"sampled": {"hr@10": 0.5}, "full": {"hr@10": 0.1}},
-            "timing": {"fit_s": 1.0}, "created": f"2026-12-02T00:00:{i % 60:02d}+00:00",
+            "timing": {"fit_s": 1.0},
+            "created": f"2026-12-02T00:00:{i % 60:02d}+00:00",
             **({"revision": 2} if model == "opeci" else {}),
         }
         data["key"] = record_key({"i": i})
@@ -123,8 +141,12 @@ def _fake_results(out: Path, n: int = 100, n_users: int = 300) -> None:
 
 
 def test_report_imports_no_torch() -> None:
-    subprocess.run([sys.executable, "-c", "import recbench.report, sys; assert 'torch' not in sys.modules"],
-                   check=True, env=_env(), cwd=ROOT)
+    subprocess.run(
+        [sys.executable, "-c", "import recbench.report, sys; assert 'torch' not in sys.modules"],
+        check=True,
+        env=_env(),
+        cwd=ROOT,
+    )
 
 
 def test_recbench_report_command_runs_without_torch_and_fast(tmp_path: Path) -> None:
@@ -161,7 +183,12 @@ def test_report_of_100_records_in_process(tmp_path: Path) -> None:
 
 
 def test_dataset_labels_come_from_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert [dataset_label(n) for n in ("ml-100k", "ml-1m", "yelp", "filmtrust")] == ["ML-100K", "ML-1M", "Yelp", "FilmTrust"]
+    assert [dataset_label(n) for n in ("ml-100k", "ml-1m", "yelp", "filmtrust")] == [
+        "ML-100K",
+        "ML-1M",
+        "Yelp",
+        "FilmTrust",
+    ]
     assert dataset_label("ml-100k · split 1") == "ml-100k · split 1"
     assert dataset_label("tiny") == "tiny"
     assert all(spec.label for spec in load_registry().values())
@@ -197,7 +224,9 @@ def test_new_records_store_their_overrides(tiny_split: Split, tmp_path: Path) ->
 
 
 def _migration() -> Any:
-    spec = importlib.util.spec_from_file_location("add_record_overrides", ROOT / "benchmarks" / "add_record_overrides.py")
+    spec = importlib.util.spec_from_file_location(
+        "add_record_overrides", ROOT / "benchmarks" / "add_record_overrides.py"
+    )
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -222,7 +251,14 @@ def test_migration_adds_overrides_to_old_records(tiny_split: Split, tmp_path: Pa
     counts = mod.migrate(tmp_path, dry_run=True)
     assert counts["added"] == 4 and all("overrides" not in json.loads(p.read_text()) for p in paths)
     counts = mod.migrate(tmp_path)
-    assert counts == {"records": 4, "had_overrides": 0, "added": 4, "field_by_field": 0, "label_changed": 0, "unreadable": 0}
+    assert counts == {
+        "records": 4,
+        "had_overrides": 0,
+        "added": 4,
+        "field_by_field": 0,
+        "label_changed": 0,
+        "unreadable": 0,
+    }
     recs = [read_record(p) for p in paths]  # the ranks still match their hash
     assert sorted(record_label(r) for r in recs) == labels == ["bpr[epochs=2]", "bpr[epochs=2]", "itempop", "itempop"]
     assert sorted(json.dumps(r.data["overrides"]) for r in recs) == ['{"epochs": 2}', '{"epochs": 2}', "{}", "{}"]
@@ -236,6 +272,10 @@ def test_grid_labels_sort_numerically_and_the_default_is_marked() -> None:
     labels = ["opeci[n_negatives=10]", "opeci[n_negatives=2]", "opeci", "opeci[n_negatives=4]", "ncf"]
     ordered = order_models(labels)
     assert [c for c in ordered if c.startswith("opeci")] == [
-        "opeci", "opeci[n_negatives=2]", "opeci[n_negatives=4]", "opeci[n_negatives=10]"]
+        "opeci",
+        "opeci[n_negatives=2]",
+        "opeci[n_negatives=4]",
+        "opeci[n_negatives=10]",
+    ]
     marked = mark_defaults(ordered)
     assert "opeci (defaults)" in marked and "ncf" in marked  # ncf has no variant beside it

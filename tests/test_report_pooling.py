@@ -44,13 +44,17 @@ def test_other_split_seeds_are_their_own_cells(tmp_path: Path) -> None:
     assert _cells(pooled, "itempop") == {"synthetic · splits 0,3": 3}
     row = pooled[(pooled.model == "itempop") & (pooled.protocol == "sampled") & (pooled.metric == "hr@10")].iloc[0]
     assert row.n_splits == 2 and row.std_within_split == 0.0 and row.std_between_splits > 0  # itempop: no seed spread
-    text = runner.invoke(app, ["report", "--results", str(tmp_path), "--pool-split-seeds", "--reference", "itempop"]).stdout
+    text = runner.invoke(
+        app, ["report", "--results", str(tmp_path), "--pool-split-seeds", "--reference", "itempop"]
+    ).stdout
     assert "Split seeds pooled" in text and "Std between splits" in text
 
 
 def test_a_duplicate_seed_is_counted_once_and_named(tmp_path: Path) -> None:
     _run(tmp_path, "--models", "bpr", "--set", "bpr.epochs=3", "--seeds", "0,1")
-    _run(tmp_path, "--models", "bpr", "--set", "bpr.epochs=3", "--seeds", "0", "--eval-every", "1")  # another record of seed 0
+    _run(
+        tmp_path, "--models", "bpr", "--set", "bpr.epochs=3", "--seeds", "0", "--eval-every", "1"
+    )  # another record of seed 0
     assert len(list(iter_records(tmp_path))) == 3
     rep = build_report(tmp_path, ["hr@10"])
     assert set(rep.summary.n_seeds) == {2}
@@ -60,7 +64,9 @@ def test_a_duplicate_seed_is_counted_once_and_named(tmp_path: Path) -> None:
 def test_split_seeds_option_runs_every_cell_on_each_split(tmp_path: Path) -> None:
     _run(tmp_path, "--models", "itempop", "--seeds", "0", "--split-seeds", "0,1,2")
     assert sorted(r["split_info"]["seed"] for r in iter_records(tmp_path)) == [0, 1, 2]
-    bad = runner.invoke(app, ["run", "--dataset", "synthetic", "--models", "itempop", "--split-seeds", "0,,1", "--out", str(tmp_path)])
+    bad = runner.invoke(
+        app, ["run", "--dataset", "synthetic", "--models", "itempop", "--split-seeds", "0,,1", "--out", str(tmp_path)]
+    )
     assert bad.exit_code == 2 and "empty entry" in bad.output
 
 
@@ -90,8 +96,16 @@ def test_side_by_side_sorts_ranks_as_numbers() -> None:
     rows = []
     for k in range(12):
         for proto in ("sampled", "full"):
-            rows.append({"dataset": "ml-100k", "protocol": proto, "metric": "hr@10", "model": f"m{k}",
-                         "mean": 1.0 - k / 100, "std": 0.0})
+            rows.append(
+                {
+                    "dataset": "ml-100k",
+                    "protocol": proto,
+                    "metric": "hr@10",
+                    "model": f"m{k}",
+                    "mean": 1.0 - k / 100,
+                    "std": 0.0,
+                }
+            )
     table = side_by_side(Report(summary=pd.DataFrame(rows), failed=[], protocols=["sampled", "full"]))
     assert list(table["Rank (sampled)"]) == [str(k) for k in range(1, 13)]
 
@@ -105,7 +119,9 @@ def test_table2_view_one_configuration_per_model_and_paper_apart(tmp_path: Path)
     ours, paper, others, chosen = table2_view(rep)
     assert list(ours.columns) == ["Dataset", "Metric", "itempop", "bpr"]
     assert chosen["bpr"] == "bpr[epochs=3]" and ours.iloc[0]["bpr"].endswith("(2)")  # the one with most seeds
-    assert list(others["Model"]) == ["bpr[epochs=2]", "bpr[epochs=2]"] and others.iloc[0]["Mean ± std (seeds)"].endswith("(1)")
+    assert list(others["Model"]) == ["bpr[epochs=2]", "bpr[epochs=2]"] and others.iloc[0][
+        "Mean ± std (seeds)"
+    ].endswith("(1)")
     assert (paper[["itempop", "bpr"]] == "—").all().all()  # the paper has no synthetic data
     text = render(rep, "markdown")
     assert text.startswith("### Table 2 (sampled protocol)") and "(paper" not in text.split("### Sampled protocol")[0]
@@ -120,4 +136,6 @@ def test_one_colour_per_model_in_every_figure() -> None:
     assert set(MODEL_COLOURS_ORDER) == set(MODELS)
     colours = [model_colour(m) for m in MODELS]
     assert len(set(colours)) == len(colours)  # 14 models, 14 colours (tab10 had 10)
-    assert model_colour("ncf[epochs=2]") != model_colour("ncf") and model_colour("ncf (tuned)") == model_colour("ncf[epochs=2]")
+    assert model_colour("ncf[epochs=2]") != model_colour("ncf") and model_colour("ncf (tuned)") == model_colour(
+        "ncf[epochs=2]"
+    )

@@ -46,10 +46,18 @@ def make_records(dataset: str = "ml-100k", split: str = "fp1", tags: dict | None
             perm = rng.permutation(N_USERS)  # every record lists its users in its own order
             ranks = {"test/sampled": _ranks(rng, s_sampled)[perm], "test/full": (_ranks(rng, s_full) * 5)[perm]}
             data = {
-                "key": f"{m}{seed}{split}{json.dumps(tags or {}, sort_keys=True)}".replace('"', "").replace(" ", "")[:40],
-                "status": "ok", "dataset": dataset, "model": m, "seed": seed,
-                "config": config_to_dict(MODELS[m].Config()), "metrics": {}, "protocols": ["full", "sampled"],
-                "split": split, "tags": tags or {},
+                "key": f"{m}{seed}{split}{json.dumps(tags or {}, sort_keys=True)}".replace('"', "").replace(" ", "")[
+                    :40
+                ],
+                "status": "ok",
+                "dataset": dataset,
+                "model": m,
+                "seed": seed,
+                "config": config_to_dict(MODELS[m].Config()),
+                "metrics": {},
+                "protocols": ["full", "sampled"],
+                "split": split,
+                "tags": tags or {},
                 "revision": MODELS[m].revision_of(MODELS[m].Config()),  # records of today's code
             }
             recs.append(Record(data=data, users=USERS[perm], ranks=ranks))
@@ -87,9 +95,12 @@ def test_paired_tests_match_scipy_with_holm(records: list[Record]) -> None:
                 assert row["mean_diff"] == pytest.approx((ref - other).mean())
             lo, hi = sorted(raw, key=raw.get)
             # Holm over the two comparisons of this row
-            assert s[(s.protocol == proto) & (s.metric == metric) & (s.model == lo)]["p_holm"].iloc[0] == pytest.approx(min(1, 2 * raw[lo]))
+            assert s[(s.protocol == proto) & (s.metric == metric) & (s.model == lo)]["p_holm"].iloc[0] == pytest.approx(
+                min(1, 2 * raw[lo])
+            )
             assert s[(s.protocol == proto) & (s.metric == metric) & (s.model == hi)]["p_holm"].iloc[0] == pytest.approx(
-                min(1, max(2 * raw[lo], raw[hi])))
+                min(1, max(2 * raw[lo], raw[hi]))
+            )
     ref_rows = s[s.model == "opeci"]
     assert ref_rows["p_value"].isna().all() and not ref_rows["significant"].any()
 
@@ -185,8 +196,13 @@ def test_latex_booktabs_bold_underline_caption(records: list[Record], tmp_path: 
         pytest.skip("pdflatex not installed: balanced-environment check only")
     doc = "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + tex + "\\end{document}\n"
     (tmp_path / "t.tex").write_text(doc)
-    r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout[-2000:]
 
 

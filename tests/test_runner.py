@@ -80,7 +80,9 @@ def test_resume_after_interruption(small_split: Split, tmp_path: Path, extra_mod
     assert sorted(r["model"] for r in iter_records(tmp_path)) == ["bpr", "itempop"]
 
 
-def test_a_failing_model_is_recorded_and_the_grid_goes_on(small_split: Split, tmp_path: Path, extra_models: None) -> None:
+def test_a_failing_model_is_recorded_and_the_grid_goes_on(
+    small_split: Split, tmp_path: Path, extra_models: None
+) -> None:
     recs = grid(small_split, ["boom", "itempop"], tmp_path)
     assert [r.status for r in recs] == ["failed", "ok"]
     assert "kaboom" in recs[0]["error"]

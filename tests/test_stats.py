@@ -137,5 +137,7 @@ def test_user_values_needs_one_split_and_ranks() -> None:
 
 
 def test_align() -> None:
-    common, a, b = stats.align(np.array([5, 1, 3]), np.array([0.5, 0.1, 0.3]), np.array([3, 5, 7]), np.array([3.0, 5.0, 7.0]))
+    common, a, b = stats.align(
+        np.array([5, 1, 3]), np.array([0.5, 0.1, 0.3]), np.array([3, 5, 7]), np.array([3.0, 5.0, 7.0])
+    )
     assert list(common) == [3, 5] and list(a) == [0.3, 0.5] and list(b) == [3.0, 5.0]

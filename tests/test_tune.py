@@ -84,7 +84,12 @@ def test_grid_and_set_may_not_clash() -> None:
 
 
 def _opts(out: Path, **kw) -> tune.TuneOptions:
-    base = {"out": out, "trials": 3, "fixed": BPR_FIXED, "grid": {"bpr": {"learning_rate": ["0.01", "0.05", "0.1"], "reg": ["0.01"]}}}
+    base = {
+        "out": out,
+        "trials": 3,
+        "fixed": BPR_FIXED,
+        "grid": {"bpr": {"learning_rate": ["0.01", "0.05", "0.1"], "reg": ["0.01"]}},
+    }
     return tune.TuneOptions(**{**base, **kw})
 
 
@@ -133,7 +138,9 @@ def test_tune_never_reads_test_ranks(micro: Split, tmp_path: Path, monkeypatch: 
     def guarded(*args, **kwargs):
         recs = real_execute(*args, **kwargs)
         for r in recs:
-            scrambled = {k: (np.random.default_rng(0).permutation(v) if k.startswith("test/") else v) for k, v in r.ranks.items()}
+            scrambled = {
+                k: (np.random.default_rng(0).permutation(v) if k.startswith("test/") else v) for k, v in r.ranks.items()
+            }
             r.ranks = GuardedRanks(scrambled)
         return recs
 
@@ -152,7 +159,9 @@ def test_tune_needs_a_validation_split(micro: Split, tmp_path: Path) -> None:
 def test_run_tuned_applies_the_best_and_set_wins(micro: Split, tmp_path: Path) -> None:
     tune.tune("micro", "bpr", _opts(tmp_path), split_loader=lambda _: micro)
     best = json.loads((tmp_path / "tuned" / "micro" / "bpr.json").read_text())["best"]
-    recs = run_grid(["micro"], ["bpr", "itempop"], RunOptions(out=tmp_path, tuned=tmp_path), split_loader=lambda _: micro)
+    recs = run_grid(
+        ["micro"], ["bpr", "itempop"], RunOptions(out=tmp_path, tuned=tmp_path), split_loader=lambda _: micro
+    )
     bpr = next(r for r in recs if r["model"] == "bpr")
     assert bpr["config"]["learning_rate"] == best["params"]["learning_rate"] and bpr["config"]["epochs"] == 3
     assert bpr["tags"] == {"tuned": True}
@@ -182,15 +191,33 @@ def test_cli_tune_then_run_tuned(micro: Split, tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(recbench.data, "load_split", lambda name, **kw: synthetic)
     runner = CliRunner()
     out = tmp_path / "res"
-    r = runner.invoke(app, ["tune", "-d", "synthetic", "-m", "bpr", "--grid", "bpr.learning_rate=0.01,0.1",
-                            "--grid", "bpr.reg=0.01", "--set", "bpr.epochs=2", "--out", str(out)])
+    r = runner.invoke(
+        app,
+        [
+            "tune",
+            "-d",
+            "synthetic",
+            "-m",
+            "bpr",
+            "--grid",
+            "bpr.learning_rate=0.01,0.1",
+            "--grid",
+            "bpr.reg=0.01",
+            "--set",
+            "bpr.epochs=2",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "2 trial(s) of a 2-point grid" in r.output and "best:" in r.output
     assert (out / "tuned" / "synthetic" / "bpr.json").exists()
     r = runner.invoke(app, ["run", "-d", "synthetic", "-m", "bpr", "--tuned", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "bpr[" in r.output and "(tuned)" in r.output
-    r = runner.invoke(app, ["tune", "-d", "synthetic", "-m", "bpr", "--grid", "ncf.learning_rate=0.1", "--out", str(out)])
+    r = runner.invoke(
+        app, ["tune", "-d", "synthetic", "-m", "bpr", "--grid", "ncf.learning_rate=0.1", "--out", str(out)]
+    )
     assert r.exit_code == 2 and "not in --model" in r.output
     r = runner.invoke(app, ["run", "-d", "synthetic", "-m", "ncf", "--tuned", "--out", str(out)])
     assert r.exit_code == 2 and "no tuned config for synthetic/ncf" in r.output
@@ -199,8 +226,22 @@ def test_cli_tune_then_run_tuned(micro: Split, tmp_path: Path, monkeypatch: pyte
 def test_trials_keep_no_test_metrics_and_lines_show_params(tmp_path: Path) -> None:
     """Tuning never looks at the test item: trial records hold validation ranks and metrics only;
     each trial's line names its parameters and its validation score."""
-    r = CliRunner().invoke(app, ["tune", "--dataset", "synthetic", "--model", "bpr", "--grid", "bpr.learning_rate=0.01,0.05",
-                                 "--set", "bpr.epochs=2", "--out", str(tmp_path)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "tune",
+            "--dataset",
+            "synthetic",
+            "--model",
+            "bpr",
+            "--grid",
+            "bpr.learning_rate=0.01,0.05",
+            "--set",
+            "bpr.epochs=2",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert r.exit_code == 0, r.output
     recs = list(iter_records(tmp_path))
     assert len(recs) == 4  # 2 learning rates x the default space's 2 values of reg
@@ -208,5 +249,7 @@ def test_trials_keep_no_test_metrics_and_lines_show_params(tmp_path: Path) -> No
         assert set(rec.ranks) == {"validation/sampled"} and set(rec["metrics"]) == {"validation/sampled"}
     assert "trial learning_rate=0.01" in r.output and "trial learning_rate=0.05" in r.output
     assert "test" not in " ".join(ln for ln in r.output.splitlines() if ln.startswith(("✓", "trial")))
-    zero = CliRunner().invoke(app, ["tune", "--dataset", "synthetic", "--model", "bpr", "--trials", "0", "--out", str(tmp_path)])
+    zero = CliRunner().invoke(
+        app, ["tune", "--dataset", "synthetic", "--model", "bpr", "--trials", "0", "--out", str(tmp_path)]
+    )
     assert zero.exit_code == 2 and "--trials 0" in zero.output

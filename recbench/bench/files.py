@@ -121,13 +121,20 @@ def stage_table(model_record: dict[str, Any]) -> list[str]:
     """Markdown lines of a model's per-stage rates (:mod:`recbench.bench.stages`), if any."""
     if not model_record.get("stages"):
         return []
-    lines = ["", f"Per stage of one training step, {model_record['model']} (matrix-product FLOPs only; "
-             "each stage timed alone, median of 5):", "",
-             "| stage | ms | FLOPs | FLOP/s | % of peak |", "|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"Per stage of one training step, {model_record['model']} (matrix-product FLOPs only; "
+        "each stage timed alone, median of 5):",
+        "",
+        "| stage | ms | FLOPs | FLOP/s | % of peak |",
+        "|---|---|---|---|---|",
+    ]
     for st in model_record["stages"]:
         frac = st.get("peak_fraction")
-        lines.append(f"| {st['stage']} | {st['ms']:.1f} | {_si(st['flops'] or None)} | "
-                     f"{_si(st.get('flops_per_s'))} | {'—' if frac is None else f'{100 * frac:.1f}'} |")
+        lines.append(
+            f"| {st['stage']} | {st['ms']:.1f} | {_si(st['flops'] or None)} | "
+            f"{_si(st.get('flops_per_s'))} | {'—' if frac is None else f'{100 * frac:.1f}'} |"
+        )
     return lines
 
 

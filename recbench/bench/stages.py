@@ -49,8 +49,15 @@ def stage_rates(
                 times.append(time.perf_counter() - t0)
             sec = statistics.median(times)
             rate = flops / sec if flops and sec > 0 else None
-            rows.append({"stage": name, "ms": sec * 1000, "flops": flops, "flops_per_s": rate,
-                         "peak_fraction": rate / peak_flops_per_s if rate and peak_flops_per_s else None})
+            rows.append(
+                {
+                    "stage": name,
+                    "ms": sec * 1000,
+                    "flops": flops,
+                    "flops_per_s": rate,
+                    "peak_fraction": rate / peak_flops_per_s if rate and peak_flops_per_s else None,
+                }
+            )
     finally:
         module.zero_grad(set_to_none=True)
         module.load_state_dict(state)

@@ -45,10 +45,13 @@ def load_dataset(name: str, data_dir: Path | str | None = None) -> Interactions:
     except CacheCorrupt as exc:
         source = _rebuild_source(name, home)
         if source is None:
-            raise DatasetError(f"the cached {name} is corrupted ({exc}) and was not used; run "
-                               f"`recbench fetch {name} --force [--from PATH]`") from None
-        warnings.warn(DatasetWarning(f"the cached {name} is corrupted ({exc}); rebuilding it "
-                                     f"from {source}"), stacklevel=2)
+            raise DatasetError(
+                f"the cached {name} is corrupted ({exc}) and was not used; run "
+                f"`recbench fetch {name} --force [--from PATH]`"
+            ) from None
+        warnings.warn(
+            DatasetWarning(f"the cached {name} is corrupted ({exc}); rebuilding it from {source}"), stacklevel=2
+        )
 
         return fetch(name, source=source, force=True, data_dir=home, progress=False)
 
@@ -56,9 +59,9 @@ def load_dataset(name: str, data_dir: Path | str | None = None) -> Interactions:
 # --------------------------------------------------------------------------- splits
 
 
-
-def load_split(name: str, seed: int = 0, validation: bool = False, n_negatives: int = 99,
-               data_dir: Path | str | None = None) -> Split:
+def load_split(
+    name: str, seed: int = 0, validation: bool = False, n_negatives: int = 99, data_dir: Path | str | None = None
+) -> Split:
     """The leave-one-out split of ``name`` (see :func:`recbench.data.split.leave_one_out`).
 
     Cached per (data set, data fingerprint, seed, validation, n_negatives); a cached split whose
@@ -67,8 +70,13 @@ def load_split(name: str, seed: int = 0, validation: bool = False, n_negatives: 
     data = load_dataset(name, data_dir)
     home = data_home(data_dir)
     path = home / "splits" / name / split_key(data.fingerprint, seed, validation, n_negatives)
-    expect = {"dataset": name, "seed": seed, "n_negatives": n_negatives,
-              "validation": validation, "data_fingerprint": data.fingerprint}
+    expect = {
+        "dataset": name,
+        "seed": seed,
+        "n_negatives": n_negatives,
+        "validation": validation,
+        "data_fingerprint": data.fingerprint,
+    }
     accepted = (dataset_info(name, data_dir) or {}).get("accepted_mismatch")
     if path.with_suffix(".json").exists():
         try:
@@ -77,8 +85,10 @@ def load_split(name: str, seed: int = 0, validation: bool = False, n_negatives: 
                 split.meta["accepted_mismatch"] = accepted
             return split
         except (CacheCorrupt, FileNotFoundError) as exc:
-            warnings.warn(DatasetWarning(f"the cached split {path.name} of {name} is corrupted "
-                                         f"({exc}); rebuilding it"), stacklevel=2)
+            warnings.warn(
+                DatasetWarning(f"the cached split {path.name} of {name} is corrupted ({exc}); rebuilding it"),
+                stacklevel=2,
+            )
     try:
         split = leave_one_out(data, seed=seed, n_negatives=n_negatives, validation=validation)
     except DatasetError:
@@ -86,8 +96,7 @@ def load_split(name: str, seed: int = 0, validation: bool = False, n_negatives: 
     except ValueError as exc:
         raise DatasetError(f"{name}: {exc}") from None
     if len(split.test) == 0:
-        raise DatasetError(f"no user of {name} has at least {3 if validation else 2} "
-                           f"interactions: nothing to evaluate")
+        raise DatasetError(f"no user of {name} has at least {3 if validation else 2} interactions: nothing to evaluate")
     if accepted:  # a deliberately filtered copy: every record made from it says so
         split.meta["accepted_mismatch"] = accepted
     save_split(split, path, data.fingerprint)

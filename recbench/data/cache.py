@@ -242,8 +242,10 @@ def fetched_datasets(data_dir: Path | str | None = None) -> list[str]:
 
 
 def _not_fetched(name: str) -> DatasetNotFetched:
-    return DatasetNotFetched(f"dataset {name!r} is not fetched; run `recbench fetch {name}` "
-                             f"(or `recbench fetch {name} --from PATH` with a local copy)")
+    return DatasetNotFetched(
+        f"dataset {name!r} is not fetched; run `recbench fetch {name}` "
+        f"(or `recbench fetch {name} --from PATH` with a local copy)"
+    )
 
 
 def _rebuild_source(name: str, home: Path) -> str | None:
@@ -265,26 +267,42 @@ def split_key(data_fingerprint: str, seed: int, validation: bool, n_negatives: i
 
 def _split_arrays(split: Split) -> dict[str, np.ndarray]:
     arrays = {
-        "train_users": split.train.users, "train_items": split.train.items,
-        "train_ratings": split.train.ratings, "test_users": split.test.users,
-        "test_items": split.test.items, "test_candidates": split.test.candidates,
+        "train_users": split.train.users,
+        "train_items": split.train.items,
+        "train_ratings": split.train.ratings,
+        "test_users": split.test.users,
+        "test_items": split.test.items,
+        "test_candidates": split.test.candidates,
     }
     if split.validation is not None:
-        arrays |= {"valid_users": split.validation.users, "valid_items": split.validation.items,
-                   "valid_candidates": split.validation.candidates}
+        arrays |= {
+            "valid_users": split.validation.users,
+            "valid_items": split.validation.items,
+            "valid_candidates": split.validation.candidates,
+        }
     return arrays
 
 
 def save_split(split: Split, path: Path, data_fingerprint: str) -> None:
     digest = _save_npz(path.with_suffix(".npz"), _split_arrays(split))
-    write_signed_json(path.with_suffix(".json"), {
-        "cache_format": CACHE_FORMAT, "dataset": split.dataset, "seed": split.seed,
-        "n_negatives": split.n_negatives, "validation": split.validation is not None,
-        "n_not_evaluated": split.n_not_evaluated, "n_users": split.n_users,
-        "n_items": split.n_items, "rating_values": list(split.train.rating_values),
-        "meta": split.meta, "fingerprint": split.fingerprint, "npz_sha256": digest,
-        "data_fingerprint": data_fingerprint,
-    })
+    write_signed_json(
+        path.with_suffix(".json"),
+        {
+            "cache_format": CACHE_FORMAT,
+            "dataset": split.dataset,
+            "seed": split.seed,
+            "n_negatives": split.n_negatives,
+            "validation": split.validation is not None,
+            "n_not_evaluated": split.n_not_evaluated,
+            "n_users": split.n_users,
+            "n_items": split.n_items,
+            "rating_values": list(split.train.rating_values),
+            "meta": split.meta,
+            "fingerprint": split.fingerprint,
+            "npz_sha256": digest,
+            "data_fingerprint": data_fingerprint,
+        },
+    )
 
 
 def _load_split_file(path: Path, expect: dict[str, Any]) -> Split:
@@ -294,14 +312,30 @@ def _load_split_file(path: Path, expect: dict[str, Any]) -> Split:
             raise CacheCorrupt(f"{key} is {meta.get(key)!r}, expected {value!r}")
     z = _load_npz(path.with_suffix(".npz"), meta["npz_sha256"])
     rv = tuple(float(v) for v in meta["rating_values"])
-    train = TrainData(users=z["train_users"], items=z["train_items"], ratings=z["train_ratings"],
-                      n_users=int(meta["n_users"]), n_items=int(meta["n_items"]), rating_values=rv)
+    train = TrainData(
+        users=z["train_users"],
+        items=z["train_items"],
+        ratings=z["train_ratings"],
+        n_users=int(meta["n_users"]),
+        n_items=int(meta["n_items"]),
+        rating_values=rv,
+    )
     test = HeldOut(users=z["test_users"], items=z["test_items"], candidates=z["test_candidates"])
-    valid = (HeldOut(users=z["valid_users"], items=z["valid_items"],
-                     candidates=z["valid_candidates"]) if meta["validation"] else None)
-    split = Split(dataset=meta["dataset"], train=train, test=test, validation=valid,
-                  seed=int(meta["seed"]), n_negatives=int(meta["n_negatives"]),
-                  n_not_evaluated=int(meta["n_not_evaluated"]), meta=dict(meta["meta"]))
+    valid = (
+        HeldOut(users=z["valid_users"], items=z["valid_items"], candidates=z["valid_candidates"])
+        if meta["validation"]
+        else None
+    )
+    split = Split(
+        dataset=meta["dataset"],
+        train=train,
+        test=test,
+        validation=valid,
+        seed=int(meta["seed"]),
+        n_negatives=int(meta["n_negatives"]),
+        n_not_evaluated=int(meta["n_not_evaluated"]),
+        meta=dict(meta["meta"]),
+    )
     if split.fingerprint != meta["fingerprint"]:
         raise CacheCorrupt("split fingerprint differs from the recorded one")
     return split

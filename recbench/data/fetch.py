@@ -96,8 +96,10 @@ class _Out:
 
 
 def _offline_hint(name: str) -> str:
-    return (f"if offline, fetch from a local copy: `recbench fetch {name} --from PATH` "
-            f"(the archive, or a folder of its contents)")
+    return (
+        f"if offline, fetch from a local copy: `recbench fetch {name} --from PATH` "
+        f"(the archive, or a folder of its contents)"
+    )
 
 
 def _looks_like_html(head: bytes) -> bool:
@@ -130,12 +132,12 @@ def _download(url: str, dest: Path, spec: DatasetSpec, out: _Out) -> _Digests:
     try:
         resp = urllib.request.urlopen(req, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as exc:
-        raise DatasetError(f"download of {name} from {url} failed: HTTP {exc.code} {exc.reason}; "
-                           f"{_offline_hint(name)}") from None
+        raise DatasetError(
+            f"download of {name} from {url} failed: HTTP {exc.code} {exc.reason}; {_offline_hint(name)}"
+        ) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DatasetError(f"cannot download {name}: {host} unreachable ({reason}); "
-                           f"{_offline_hint(name)}") from None
+        raise DatasetError(f"cannot download {name}: {host} unreachable ({reason}); {_offline_hint(name)}") from None
     md5, sha, n = hashlib.md5(usedforsecurity=False), hashlib.sha256(), 0
     with resp:
         length_header = resp.headers.get("Content-Length")
@@ -152,9 +154,15 @@ def _download(url: str, dest: Path, spec: DatasetSpec, out: _Out) -> _Digests:
                 TransferSpeedColumn,
             )
 
-            progress_cm = Progress(TextColumn(f"{name}"), BarColumn(), DownloadColumn(),
-                                   TransferSpeedColumn(), TimeRemainingColumn(),
-                                   console=out.console, transient=True)
+            progress_cm = Progress(
+                TextColumn(f"{name}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=out.console,
+                transient=True,
+            )
         try:
             with progress_cm as bar, open(dest, "wb") as fh:
                 task = bar.add_task("download", total=total or spec.size) if bar else None
@@ -169,7 +177,8 @@ def _download(url: str, dest: Path, spec: DatasetSpec, out: _Out) -> _Digests:
                             raise DatasetError(
                                 f"download of {name} from {url} returned an HTML page "
                                 f"(status {resp.status}) instead of the data file; "
-                                f"{_offline_hint(name)}")
+                                f"{_offline_hint(name)}"
+                            )
                     fh.write(block)
                     md5.update(block)
                     sha.update(block)
@@ -177,12 +186,16 @@ def _download(url: str, dest: Path, spec: DatasetSpec, out: _Out) -> _Digests:
                     if bar is not None:
                         bar.update(task, completed=n)
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
-            raise DatasetError(f"connection lost while downloading {name} from {url} after "
-                               f"{n:,} bytes ({type(exc).__name__}); retry, or "
-                               f"{_offline_hint(name)}") from None
+            raise DatasetError(
+                f"connection lost while downloading {name} from {url} after "
+                f"{n:,} bytes ({type(exc).__name__}); retry, or "
+                f"{_offline_hint(name)}"
+            ) from None
     if total is not None and n != total:
-        raise DatasetError(f"download of {name} from {url} truncated: the connection closed "
-                           f"after {n:,} of {total:,} bytes; retry, or {_offline_hint(name)}")
+        raise DatasetError(
+            f"download of {name} from {url} truncated: the connection closed "
+            f"after {n:,} of {total:,} bytes; retry, or {_offline_hint(name)}"
+        )
     if n == 0:
         raise DatasetError(f"download of {name} from {url} is empty; {_offline_hint(name)}")
     return _Digests(n, md5.hexdigest(), sha.hexdigest())
@@ -194,14 +207,15 @@ def _download(url: str, dest: Path, spec: DatasetSpec, out: _Out) -> _Digests:
 def _verify(spec: DatasetSpec, d: _Digests, what: str, home: Path) -> tuple[str, bool]:
     """Check size and checksums; return (how it was verified, whether to record the sha256)."""
     if spec.size is not None and d.size != spec.size:
-        raise ChecksumError(f"{what} is {d.size:,} bytes, datasets.toml says {spec.size:,} "
-                            f"(truncated or changed file)")
+        raise ChecksumError(f"{what} is {d.size:,} bytes, datasets.toml says {spec.size:,} (truncated or changed file)")
     if spec.md5 and d.md5 != spec.md5:
-        raise ChecksumError(f"md5 of {what} is {d.md5}, datasets.toml says {spec.md5} "
-                            f"(corrupt download or changed file)")
+        raise ChecksumError(
+            f"md5 of {what} is {d.md5}, datasets.toml says {spec.md5} (corrupt download or changed file)"
+        )
     if spec.sha256 and d.sha256 != spec.sha256:
-        raise ChecksumError(f"sha256 of {what} is {d.sha256}, datasets.toml says {spec.sha256} "
-                            f"(corrupt download or changed file)")
+        raise ChecksumError(
+            f"sha256 of {what} is {d.sha256}, datasets.toml says {spec.sha256} (corrupt download or changed file)"
+        )
     if spec.md5 or spec.sha256:
         return "checksum from datasets.toml", False
     recorded = read_manifest(home).get(spec.name)
@@ -210,15 +224,15 @@ def _verify(spec: DatasetSpec, d: _Digests, what: str, home: Path) -> tuple[str,
             raise ChecksumError(
                 f"sha256 of {what} is {d.sha256}, but the first good download of {spec.name} "
                 f"had {recorded.get('sha256')} (recorded in {home / 'manifest.json'}); if the "
-                f"file changed upstream on purpose, delete that entry")
+                f"file changed upstream on purpose, delete that entry"
+            )
         return "sha256 recorded on the first download", False
     return "no published checksum (sha256 recorded now)", True
 
 
 def _unsafe_member(name: str) -> bool:
     n = name.replace("\\", "/")
-    return (n.startswith("/") or re.match(r"^[A-Za-z]:", n) is not None
-            or ".." in PurePosixPath(n).parts)
+    return n.startswith("/") or re.match(r"^[A-Za-z]:", n) is not None or ".." in PurePosixPath(n).parts
 
 
 def _read_zip_member(spec: DatasetSpec, path: Path, what: str) -> bytes:
@@ -234,17 +248,21 @@ def _read_zip_member(spec: DatasetSpec, path: Path, what: str) -> bytes:
             infos = zf.infolist()
             for info in infos:
                 if _unsafe_member(info.filename):
-                    raise DatasetError(f"{what} has an unsafe member {info.filename!r} (absolute "
-                                       f"path or '..'); refusing to extract")
+                    raise DatasetError(
+                        f"{what} has an unsafe member {info.filename!r} (absolute path or '..'); refusing to extract"
+                    )
             declared = sum(i.file_size for i in infos)
             if declared > spec.max_unpacked_bytes:
-                raise DatasetError(f"{what} declares {declared:,} bytes unpacked, more than the "
-                                   f"limit {spec.max_unpacked_bytes:,} (zip bomb?); refusing")
+                raise DatasetError(
+                    f"{what} declares {declared:,} bytes unpacked, more than the "
+                    f"limit {spec.max_unpacked_bytes:,} (zip bomb?); refusing"
+                )
             for i in infos:
-                if (i.file_size >= ZIP_RATIO_MIN_BYTES
-                        and i.file_size > ZIP_RATIO_LIMIT * max(i.compress_size, 1)):
-                    raise DatasetError(f"{what}: member {i.filename!r} expands {i.compress_size:,}"
-                                       f" bytes to {i.file_size:,} (zip bomb?); refusing")
+                if i.file_size >= ZIP_RATIO_MIN_BYTES and i.file_size > ZIP_RATIO_LIMIT * max(i.compress_size, 1):
+                    raise DatasetError(
+                        f"{what}: member {i.filename!r} expands {i.compress_size:,}"
+                        f" bytes to {i.file_size:,} (zip bomb?); refusing"
+                    )
             by_name = {i.filename.replace("\\", "/"): i for i in infos}
             info = by_name.get(spec.member)
             if info is None or info.is_dir():
@@ -255,8 +273,7 @@ def _read_zip_member(spec: DatasetSpec, path: Path, what: str) -> bytes:
                 while block := fh.read(1 << 20):
                     n += len(block)
                     if n > info.file_size:
-                        raise DatasetError(f"{what}: member {spec.member!r} is larger than "
-                                           f"declared; refusing")
+                        raise DatasetError(f"{what}: member {spec.member!r} is larger than declared; refusing")
                     chunks.append(block)
             return b"".join(chunks)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
@@ -289,8 +306,7 @@ def _cached(name: str, home: Path) -> Interactions | None:
     try:
         return _load_interactions(name, home)
     except (CacheCorrupt, FileNotFoundError) as exc:
-        warnings.warn(DatasetWarning(f"the cached {name} is corrupted ({exc}); rebuilding it"),
-                      stacklevel=3)
+        warnings.warn(DatasetWarning(f"the cached {name} is corrupted ({exc}); rebuilding it"), stacklevel=3)
         return None
 
 
@@ -312,28 +328,44 @@ def _from_file(spec: DatasetSpec, path: Path, home: Path, kind: str, location: s
     """A local or downloaded file: the archive itself, or (``archive="file"``) the data file."""
     assert spec.member is not None
     what = f"{location}" if kind != "download" else f"the download of {spec.name} ({location})"
-    if spec.archive == "zip" and kind != "download" and not zipfile.is_zipfile(path) and (
-            path.name == PurePosixPath(spec.member).name):
+    if (
+        spec.archive == "zip"
+        and kind != "download"
+        and not zipfile.is_zipfile(path)
+        and (path.name == PurePosixPath(spec.member).name)
+    ):
         # the ratings file itself, given directly: nothing to verify but the statistics
-        return _Artifact("file", location, str(path), path.read_bytes(),
-                         "no archive checksum for a bare ratings file: expected statistics only")
+        return _Artifact(
+            "file",
+            location,
+            str(path),
+            path.read_bytes(),
+            "no archive checksum for a bare ratings file: expected statistics only",
+        )
     digests = _hash_file(path)
     verified, record = _verify(spec, digests, what, home)
     data = _read_zip_member(spec, path, what) if spec.archive == "zip" else path.read_bytes()
     return _Artifact(kind, location, str(path), data, verified, digests, record)
 
 
-def _obtain(spec: DatasetSpec, source: str | Path | None, home: Path, force: bool, out: _Out,
-            cleanup: list[Callable[[], None]]) -> _Artifact:
+def _obtain(
+    spec: DatasetSpec, source: str | Path | None, home: Path, force: bool, out: _Out, cleanup: list[Callable[[], None]]
+) -> _Artifact:
     name = spec.name
     if source is not None and not (isinstance(source, str) and _URL_RE.match(source)):
         path = Path(source).expanduser()
         if path.is_dir():
             f = _find_in_dir(spec, path)
-            out.note(f"{name}: {path} is a folder, which has no archive checksum: verifying the "
-                     f"expected statistics only")
-            return _Artifact("directory", str(path.resolve()), str(path.resolve()),
-                             f.read_bytes(), "folder: expected statistics only")
+            out.note(
+                f"{name}: {path} is a folder, which has no archive checksum: verifying the expected statistics only"
+            )
+            return _Artifact(
+                "directory",
+                str(path.resolve()),
+                str(path.resolve()),
+                f.read_bytes(),
+                "folder: expected statistics only",
+            )
         if path.is_file():
             kind = "archive" if spec.archive == "zip" else "file"
             return _from_file(spec, path, home, kind, str(path.resolve()))
@@ -372,8 +404,14 @@ def _obtain(spec: DatasetSpec, source: str | Path | None, home: Path, force: boo
     raise (checksum or errors)[-1]
 
 
-def fetch(name: str, source: str | Path | None = None, force: bool = False,
-          data_dir: Path | str | None = None, progress: bool = True, allow_mismatch: bool = False) -> Interactions:
+def fetch(
+    name: str,
+    source: str | Path | None = None,
+    force: bool = False,
+    data_dir: Path | str | None = None,
+    progress: bool = True,
+    allow_mismatch: bool = False,
+) -> Interactions:
     """Fetch ``name`` into the cache and return it (a no-op returning the cache when valid).
 
     ``source``: None (the registry URLs, mirrors in order), another URL, a local archive or
@@ -394,7 +432,12 @@ def fetch(name: str, source: str | Path | None = None, force: bool = False,
             cached = _cached(name, home)
             if cached is not None:
                 if source is not None:
-                    warnings.warn(DatasetWarning(f"{name} is already cached; --from {source} was not read (--force replaces the cache)"), stacklevel=2)
+                    warnings.warn(
+                        DatasetWarning(
+                            f"{name} is already cached; --from {source} was not read (--force replaces the cache)"
+                        ),
+                        stacklevel=2,
+                    )
                 return cached
         cleanup: list[Callable[[], None]] = []
         try:
@@ -405,42 +448,69 @@ def fetch(name: str, source: str | Path | None = None, force: bool = False,
                     fn()
 
 
-def _build(spec: DatasetSpec, source: str | Path | None, home: Path, force: bool, out: _Out,
-           cleanup: list[Callable[[], None]], allow_mismatch: bool = False) -> Interactions:
+def _build(
+    spec: DatasetSpec,
+    source: str | Path | None,
+    home: Path,
+    force: bool,
+    out: _Out,
+    cleanup: list[Callable[[], None]],
+    allow_mismatch: bool = False,
+) -> Interactions:
     assert spec.format is not None and spec.member is not None
     name = spec.name
     art = _obtain(spec, source, home, force, out, cleanup)
-    label = f"{art.location}:{spec.member}" if art.kind in ("download", "archive") else (
-        art.location if art.kind == "file" else str(Path(art.location) / spec.member))
+    label = (
+        f"{art.location}:{spec.member}"
+        if art.kind in ("download", "archive")
+        else (art.location if art.kind == "file" else str(Path(art.location) / spec.member))
+    )
     parsed = parse_bytes(art.member_bytes, spec.format, spec.rating_values, file=label)
     art.member_bytes = b""
     found = spec.expected.mismatches(parsed.n_users, parsed.n_items, len(parsed)) if spec.expected else []
     mismatch = "; ".join(f"expected {exp:,} {what}, parsed {got:,}" for what, exp, got in found)
     if mismatch and not allow_mismatch:
-        raise DatasetMismatch(f"{name}: {mismatch} from {label}; nothing was cached (a good cache is kept); "
-                              f"--allow-mismatch accepts a deliberately filtered copy")
+        raise DatasetMismatch(
+            f"{name}: {mismatch} from {label}; nothing was cached (a good cache is kept); "
+            f"--allow-mismatch accepts a deliberately filtered copy"
+        )
     if mismatch:
         warnings.warn(DatasetWarning(f"{name}: {mismatch} from {label} (accepted: --allow-mismatch)"), stacklevel=3)
     data, report = preprocess(parsed, name, spec.rating_values)
     if report.duplicates_dropped:
-        out.note(f"{name}: dropped {report.duplicates_dropped:,} duplicate user-item rows "
-                 f"(kept the latest of each pair)")
+        out.note(
+            f"{name}: dropped {report.duplicates_dropped:,} duplicate user-item rows (kept the latest of each pair)"
+        )
 
     if art.part is not None:  # a verified download: keep it under its final name
         final = home / "downloads" / spec.filename
         os.replace(art.part, final)
         art.local = str(final)
     if art.record and art.digests is not None:
-        record_in_manifest(home, name, {
-            "sha256": art.digests.sha256, "md5": art.digests.md5, "size": art.digests.size,
-            "source": art.location, "recorded": datetime.now(UTC).isoformat(timespec="seconds"),
-        })
-        out.note(f"{name}: no published checksum; recorded sha256 {art.digests.sha256} of the "
-                 f"first good download (pin it in datasets.toml as sha256 = \"...\")")
+        record_in_manifest(
+            home,
+            name,
+            {
+                "sha256": art.digests.sha256,
+                "md5": art.digests.md5,
+                "size": art.digests.size,
+                "source": art.location,
+                "recorded": datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+        )
+        out.note(
+            f"{name}: no published checksum; recorded sha256 {art.digests.sha256} of the "
+            f'first good download (pin it in datasets.toml as sha256 = "...")'
+        )
     meta = {
-        "source": {"kind": art.kind, "location": art.location, "local": art.local,
-                   "member": spec.member, "verified": art.verified,
-                   "sha256": art.digests.sha256 if art.digests else None},
+        "source": {
+            "kind": art.kind,
+            "location": art.location,
+            "local": art.local,
+            "member": spec.member,
+            "verified": art.verified,
+            "sha256": art.digests.sha256 if art.digests else None,
+        },
         "rows_parsed": report.rows,
         "duplicates_dropped": report.duplicates_dropped,
         **({"accepted_mismatch": mismatch} if mismatch else {}),

@@ -61,15 +61,15 @@ class ParsedRatings:
         return len(self.item_ids)
 
 
-def parse_file(path: Path | str, fmt: FormatSpec, rating_values: tuple[float, ...],
-               name: str | None = None) -> ParsedRatings:
+def parse_file(
+    path: Path | str, fmt: FormatSpec, rating_values: tuple[float, ...], name: str | None = None
+) -> ParsedRatings:
     """Parse the ratings file at ``path`` (see :func:`parse_bytes`)."""
     path = Path(path)
     return parse_bytes(path.read_bytes(), fmt, rating_values, file=name or str(path))
 
 
-def parse_bytes(data: bytes, fmt: FormatSpec, rating_values: tuple[float, ...],
-                file: str = "<data>") -> ParsedRatings:
+def parse_bytes(data: bytes, fmt: FormatSpec, rating_values: tuple[float, ...], file: str = "<data>") -> ParsedRatings:
     """Parse a ratings file's bytes; :class:`ParseError` (file and line) on anything malformed."""
     if fmt.parser != "delimited":  # pragma: no cover - the registry allows only this one
         raise ParseError(f"{file}: unsupported parser {fmt.parser!r}", file=file)
@@ -110,19 +110,27 @@ def _read_fast(data: bytes, fmt: FormatSpec, id_type: pa.DataType) -> pa.Table:
     if not data.strip(b"\r\n"):
         return pa.table({c: pa.array([], pa.string()) for c in ("user", "item")})
     names = [f"{c}#{k}" if c == "skip" else c for k, c in enumerate(fmt.columns)]
-    types = {"user": id_type, "item": id_type, "rating": pa.float64(),
-             "timestamp": pa.int64()}
+    types = {"user": id_type, "item": id_type, "rating": pa.float64(), "timestamp": pa.int64()}
     return pacsv.read_csv(
         io.BytesIO(data),
-        read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(fmt.header),
-                                       use_threads=True, block_size=1 << 22),
-        parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False,
-                                         escape_char=False, double_quote=False,
-                                         newlines_in_values=False, ignore_empty_lines=True),
+        read_options=pacsv.ReadOptions(
+            column_names=names, skip_rows=int(fmt.header), use_threads=True, block_size=1 << 22
+        ),
+        parse_options=pacsv.ParseOptions(
+            delimiter=delimiter,
+            quote_char=False,
+            escape_char=False,
+            double_quote=False,
+            newlines_in_values=False,
+            ignore_empty_lines=True,
+        ),
         convert_options=pacsv.ConvertOptions(
             column_types={c: types[c] for c in names if c in types},
             include_columns=[c for c in names if c in types],
-            null_values=[], true_values=[], false_values=[], strings_can_be_null=False,
+            null_values=[],
+            true_values=[],
+            false_values=[],
+            strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         ),
     )
@@ -136,8 +144,7 @@ def _numpy(col: pa.ChunkedArray, dtype: type) -> np.ndarray:
     for c in col.chunks:
         if c.null_count:
             raise _FastPathFailed("missing value")
-        parts.append(np.frombuffer(c.buffers()[1], dtype=dtype, count=len(c),
-                                   offset=c.offset * size))
+        parts.append(np.frombuffer(c.buffers()[1], dtype=dtype, count=len(c), offset=c.offset * size))
     return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
 
@@ -185,15 +192,21 @@ def _convert(table: pa.Table, fmt: FormatSpec, scale: np.ndarray, file: str) -> 
     else:
         ratings = np.ones(n, dtype=np.float32)
     ts = _numpy(table.column("timestamp"), np.int64) if fmt.has_timestamp else None
-    return ParsedRatings(file=file, user_codes=user_codes, item_codes=item_codes,
-                         user_ids=user_ids, item_ids=item_ids, ratings=ratings, timestamps=ts)
+    return ParsedRatings(
+        file=file,
+        user_codes=user_codes,
+        item_codes=item_codes,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        ratings=ratings,
+        timestamps=ts,
+    )
 
 
 def _outside_scale(r: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Boolean mask of values that are not (within 1e-6) one of the declared rating values."""
     r = np.asarray(r, dtype=np.float64)
-    pos = np.clip(np.searchsorted(scale, r), 1, len(scale) - 1) if len(scale) > 1 else np.zeros(
-        r.shape, dtype=np.int64)
+    pos = np.clip(np.searchsorted(scale, r), 1, len(scale) - 1) if len(scale) > 1 else np.zeros(r.shape, dtype=np.int64)
     near = np.minimum(np.abs(r - scale[pos]), np.abs(r - scale[np.maximum(pos - 1, 0)]))
     return ~(near <= _SCALE_TOL)  # NaN -> True
 
@@ -205,6 +218,7 @@ def _scale_text(scale: np.ndarray) -> str:
 
 def _locate(data: bytes, fmt: FormatSpec, scale: np.ndarray, file: str, reason: str) -> ParseError:
     """Scan ``data`` line by line and describe the first bad line (only on the error path)."""
+
     def err(line: int, msg: str) -> ParseError:
         return ParseError(f"{file}, line {line}: {msg}", file=file, line=line)
 
@@ -225,8 +239,9 @@ def _locate(data: bytes, fmt: FormatSpec, scale: np.ndarray, file: str, reason: 
         fields = line.split(sep)
         if len(fields) != ncols:
             hint = " (wrong separator?)" if len(fields) == 1 else ""
-            return err(lineno, f"expected {ncols} fields separated by {sep!r}, found "
-                       f"{len(fields)}{hint}: {line[:80]!r}")
+            return err(
+                lineno, f"expected {ncols} fields separated by {sep!r}, found {len(fields)}{hint}: {line[:80]!r}"
+            )
         for col, raw in zip(fmt.columns, fields, strict=True):
             value = raw.strip()
             if col in ("user", "item") and not value:
@@ -235,11 +250,8 @@ def _locate(data: bytes, fmt: FormatSpec, scale: np.ndarray, file: str, reason: 
                 if not _FLOAT_RE.fullmatch(value):
                     return err(lineno, f"rating {value[:40]!r} is not a number")
                 if _outside_scale(np.array([float(value)]), scale)[0]:
-                    return err(lineno, f"rating {value} is outside the declared scale "
-                               f"({_scale_text(scale)})")
-            if col == "timestamp" and not (
-                _INT_RE.fullmatch(value) and -(2**63) <= int(value) < 2**63
-            ):
+                    return err(lineno, f"rating {value} is outside the declared scale ({_scale_text(scale)})")
+            if col == "timestamp" and not (_INT_RE.fullmatch(value) and -(2**63) <= int(value) < 2**63):
                 return err(lineno, f"timestamp {value[:40]!r} is not an integer")
     if not seen_row:
         return ParseError(f"{file}: no rating rows (empty file)", file=file)

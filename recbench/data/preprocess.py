@@ -45,8 +45,9 @@ def _keep_latest(keys: np.ndarray, timestamps: np.ndarray | None) -> np.ndarray:
     return np.sort(order[is_last])
 
 
-def preprocess(parsed: ParsedRatings, name: str,
-               rating_values: tuple[float, ...]) -> tuple[Interactions, PreprocessReport]:
+def preprocess(
+    parsed: ParsedRatings, name: str, rating_values: tuple[float, ...]
+) -> tuple[Interactions, PreprocessReport]:
     """Turn parsed rows into :class:`Interactions` (see the module docstring)."""
     n_users, n_items = parsed.n_users, parsed.n_items
     users = parsed.user_codes.astype(np.int64)
@@ -69,14 +70,16 @@ def preprocess(parsed: ParsedRatings, name: str,
         users=np.ascontiguousarray(u, dtype=np.int32),
         items=np.ascontiguousarray(i, dtype=np.int32),
         ratings=np.ascontiguousarray(take(parsed.ratings), dtype=np.float32),
-        timestamps=(None if parsed.timestamps is None
-                    else np.ascontiguousarray(take(parsed.timestamps), dtype=np.int64)),
+        timestamps=(
+            None if parsed.timestamps is None else np.ascontiguousarray(take(parsed.timestamps), dtype=np.int64)
+        ),
         n_users=n_users,
         n_items=n_items,
         rating_values=tuple(float(v) for v in rating_values),
         user_ids=parsed.user_ids,
         item_ids=parsed.item_ids,
     )
-    report = PreprocessReport(rows=len(parsed), duplicates_dropped=len(parsed) - len(data),
-                              users=n_users, items=n_items, ratings=len(data))
+    report = PreprocessReport(
+        rows=len(parsed), duplicates_dropped=len(parsed) - len(data), users=n_users, items=n_items, ratings=len(data)
+    )
     return data, report

@@ -117,8 +117,11 @@ class ExpectedStats:
     def mismatches(self, users: int, items: int, ratings: int) -> list[tuple[str, int, int]]:
         """``(what, expected, got)`` for every statistic outside the tolerance."""
         out = []
-        for what, exp, got in (("users", self.users, users), ("items", self.items, items),
-                               ("ratings", self.ratings, ratings)):
+        for what, exp, got in (
+            ("users", self.users, users),
+            ("items", self.items, items),
+            ("ratings", self.ratings, ratings),
+        ):
             if exp is not None and abs(got - exp) > self.tolerance * exp:
                 out.append((what, exp, got))
         return out
@@ -168,9 +171,25 @@ class DatasetSpec:
 # --------------------------------------------------------------------------- loading
 
 _TOP_KEYS = {
-    "title", "label", "urls", "url", "md5", "sha256", "size", "archive", "member", "format", "expected",
-    "rating_values", "rating_scale", "timestamps", "license", "citation", "max_unpacked_bytes",
-    "generator", "params",
+    "title",
+    "label",
+    "urls",
+    "url",
+    "md5",
+    "sha256",
+    "size",
+    "archive",
+    "member",
+    "format",
+    "expected",
+    "rating_values",
+    "rating_scale",
+    "timestamps",
+    "license",
+    "citation",
+    "max_unpacked_bytes",
+    "generator",
+    "params",
 }
 _FORMAT_KEYS = {"parser", "separator", "columns", "header", "encoding"}
 _EXPECTED_KEYS = {"users", "items", "ratings", "tolerance"}
@@ -200,8 +219,7 @@ class _Entry:
             if key not in allowed:
                 raise self.fail(key, f"unknown field; valid fields: {', '.join(sorted(allowed))}")
 
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, *,
-            required: bool = False) -> Any:
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, *, required: bool = False) -> Any:
         if key not in self.table:
             if required:
                 raise self.fail(key, "missing (required)")
@@ -213,8 +231,9 @@ class _Entry:
             raise self.fail(key, f"expected {_kind_name(kind)}, got {value!r}")
         return value
 
-    def choice(self, key: str, choices: tuple[str, ...], default: str | None = None, *,
-               required: bool = False) -> str | None:
+    def choice(
+        self, key: str, choices: tuple[str, ...], default: str | None = None, *, required: bool = False
+    ) -> str | None:
         value = self.get(key, str, default, required=required)
         if value is not None and value not in choices:
             raise self.fail(key, f"{value!r} is not one of: {', '.join(choices)}")
@@ -223,8 +242,14 @@ class _Entry:
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list", dict: "a table"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -243,8 +268,9 @@ def _rating_values(e: _Entry) -> tuple[float, ...]:
         raise e.fail("rating_values", "give either rating_values or rating_scale, not both")
     if "rating_values" in e.table:
         values = e.get("rating_values", list)
-        if not values or not all(isinstance(v, int | float) and not isinstance(v, bool)
-                                 and math.isfinite(v) for v in values):
+        if not values or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
+        ):
             raise e.fail("rating_values", f"expected a non-empty list of numbers, got {values!r}")
         return tuple(sorted({float(v) for v in values}))
     if "rating_scale" in e.table:
@@ -257,8 +283,7 @@ def _rating_values(e: _Entry) -> tuple[float, ...]:
             raise scale.fail("step", f"need step > 0 and min <= max (got {lo}, {hi}, {step})")
         n = round((hi - lo) / step)
         return tuple(round(lo + k * step, 10) for k in range(n + 1))
-    raise e.fail("rating_values", "missing (give rating_values = [...] or rating_scale = "
-                 "{min, max, step})")
+    raise e.fail("rating_values", "missing (give rating_values = [...] or rating_scale = {min, max, step})")
 
 
 def _format(e: _Entry) -> FormatSpec:
@@ -282,8 +307,13 @@ def _format(e: _Entry) -> FormatSpec:
         "".encode(encoding)
     except LookupError:
         raise f.fail("encoding", f"unknown codec {encoding!r} (e.g. utf-8, latin-1)") from None
-    return FormatSpec(separator=sep, columns=tuple(cols), header=f.get("header", bool, False),
-                      encoding=encoding, parser=parser or "delimited")
+    return FormatSpec(
+        separator=sep,
+        columns=tuple(cols),
+        header=f.get("header", bool, False),
+        encoding=encoding,
+        parser=parser or "delimited",
+    )
 
 
 def _expected(e: _Entry) -> ExpectedStats | None:
@@ -324,8 +354,11 @@ def _check_generator_params(e: _Entry, params: dict[str, Any]) -> None:
         else:
             ok = True
         if not ok:
-            kind = "a positive integer" if isinstance(default, int) and key != "seed" else (
-                "a non-negative integer" if isinstance(default, int) else "a positive number")
+            kind = (
+                "a positive integer"
+                if isinstance(default, int) and key != "seed"
+                else ("a non-negative integer" if isinstance(default, int) else "a positive number")
+            )
             raise e.fail(f"params.{key}", f"expected {kind}, got {value!r}")
 
 
@@ -362,8 +395,11 @@ def parse_entry(name: str, table: Any, source: str = "datasets.toml") -> Dataset
         raise e.fail("member", f"must be a relative path inside the archive, got {member!r}")
     fmt = _format(e)
     if fmt.has_timestamp != common["timestamps"]:
-        raise e.fail("timestamps", f"is {str(common['timestamps']).lower()} but format.columns "
-                     f"{'has' if fmt.has_timestamp else 'has no'} 'timestamp' column")
+        raise e.fail(
+            "timestamps",
+            f"is {str(common['timestamps']).lower()} but format.columns "
+            f"{'has' if fmt.has_timestamp else 'has no'} 'timestamp' column",
+        )
     size = e.get("size", int)
     if size is not None and size <= 0:
         raise e.fail("size", f"must be a positive number of bytes, got {size}")

@@ -76,9 +76,7 @@ def full_ranks(model: Model, train: TrainData, held: HeldOut) -> tuple[np.ndarra
     return ranks, n_cand
 
 
-def evaluate(
-    model: Model, train: TrainData, held: HeldOut, protocol: str
-) -> np.ndarray:
+def evaluate(model: Model, train: TrainData, held: HeldOut, protocol: str) -> np.ndarray:
     """Per-user ranks of ``held`` under ``protocol`` (``sampled`` or ``full``)."""
     if protocol == "sampled":
         return sampled_ranks(model, held)

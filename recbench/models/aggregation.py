@@ -22,9 +22,7 @@ class Neighbourhoods:
         m.sort_indices()
         values = np.asarray(sorted(rating_values), dtype=np.float32)
         r_idx = np.searchsorted(values, m.data.astype(np.float32))
-        if (r_idx >= len(values)).any() or not np.allclose(
-            values[np.minimum(r_idx, len(values) - 1)], m.data
-        ):
+        if (r_idx >= len(values)).any() or not np.allclose(values[np.minimum(r_idx, len(values) - 1)], m.data):
             raise ValueError("a training rating is not one of the declared rating values")
         self.indptr = torch.from_numpy(m.indptr.astype(np.int64))
         self.nbr = torch.from_numpy(m.indices.astype(np.int64))
@@ -83,8 +81,7 @@ class Neighbourhoods:
             if int(counts.max()) > max_neighbors:
                 # rank neighbours within each segment by a random key; keep the first K
                 order = torch.argsort(
-                    seg.to(torch.float64)
-                    + torch.rand(len(seg), dtype=torch.float64, device=seg.device)
+                    seg.to(torch.float64) + torch.rand(len(seg), dtype=torch.float64, device=seg.device)
                 )
                 seg_start = torch.cumsum(counts, 0) - counts
                 rank = torch.empty_like(order)
@@ -132,16 +129,12 @@ class Aggregator(nn.Module):
         table = opinion.index_select(0, keys % n_r) * other.index_select(0, keys // n_r)
         return table, inv
 
-    def scores(
-        self, table: torch.Tensor, inv: torch.Tensor, own: torch.Tensor, seg: torch.Tensor
-    ) -> torch.Tensor:
+    def scores(self, table: torch.Tensor, inv: torch.Tensor, own: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         """The attention network's score ``α*`` of each neighbour row, ``[N]``."""
         d = table.shape[1]
         w = self.w1.weight
         # W_1 [x ⊕ p] = W_1x x + W_1p p: W_1x x once per distinct x, W_1p p once per segment
-        pre = (table @ w[:, :d].T).index_select(0, inv) + (
-            own @ w[:, d:].T + self.w1.bias
-        ).index_select(0, seg)
+        pre = (table @ w[:, :d].T).index_select(0, inv) + (own @ w[:, d:].T + self.w1.bias).index_select(0, seg)
         return self.w2(F.relu(pre)).squeeze(-1)
 
     def weights(
@@ -240,15 +233,11 @@ class Aggregator(nn.Module):
                 smax = torch.full((n_seg,), float("-inf"), dtype=sc.dtype, device=sc.device)
                 smax = smax.scatter_reduce(0, seg, sc, reduce="amax", include_self=True)
             e = torch.exp(sc - smax.index_select(0, seg))
-        big_s = torch.zeros(n_seg, x.shape[1], dtype=x.dtype, device=x.device).index_add(
-            0, seg, e.unsqueeze(1) * x
-        )
+        big_s = torch.zeros(n_seg, x.shape[1], dtype=x.dtype, device=x.device).index_add(0, seg, e.unsqueeze(1) * x)
         big_z = torch.zeros(n_seg, dtype=x.dtype, device=x.device).index_add(0, seg, e)
         has = drop_row >= 0
         row = drop_row.clamp_min(0)
-        e_x = torch.where(has, e.index_select(0, row), 0.0) if len(e) else torch.zeros_like(
-            pair_seg, dtype=x.dtype
-        )
+        e_x = torch.where(has, e.index_select(0, row), 0.0) if len(e) else torch.zeros_like(pair_seg, dtype=x.dtype)
         x_x = x.index_select(0, row) if len(e) else x.new_zeros(len(pair_seg), x.shape[1])
         z = big_z.index_select(0, pair_seg)
         num = big_s.index_select(0, pair_seg) - e_x.unsqueeze(1) * x_x

@@ -194,9 +194,7 @@ class _RankOneSigmoid(torch.autograd.Function):
         return gh, ga, None
 
 
-def rank_one_sigmoid(
-    h: torch.Tensor, a: torch.Tensor, out_dtype: torch.dtype | None = None
-) -> torch.Tensor:
+def rank_one_sigmoid(h: torch.Tensor, a: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """``sigmoid(h ⊗ a)``: ``h`` ``[B, d]``, ``a`` ``[B, C, k]`` → ``[B, C, d, k]``."""
     return _RankOneSigmoid.apply(h, a, out_dtype or h.dtype)
 

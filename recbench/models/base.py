@@ -174,7 +174,11 @@ def identity_config(config: Any) -> dict[str, Any]:
 def config_diff(config: Any) -> dict[str, Any]:
     """The fields of ``config`` that differ from its class's defaults."""
     defaults = type(config)()
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(defaults, f.name)}
+    return {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if getattr(config, f.name) != getattr(defaults, f.name)
+    }
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -245,8 +249,7 @@ def apply_overrides(config: Any, overrides: dict[str, Any], model_name: str = ""
     for key, value in overrides.items():
         if key not in valid:
             raise ConfigError(
-                f"unknown parameter {model_name + '.' if model_name else ''}{key}; "
-                f"valid: {', '.join(valid)}"
+                f"unknown parameter {model_name + '.' if model_name else ''}{key}; valid: {', '.join(valid)}"
             )
         changes[key] = _coerce(value, hints[key], f"{model_name}.{key}" if model_name else key)
     return dataclasses.replace(config, **changes)

@@ -252,9 +252,7 @@ class OPECIModule(nn.Module):
         pos = torch.searchsorted(self.pair_keys, keys).clamp_max(len(self.pair_keys) - 1)
         return self.pair_keys[pos] == keys
 
-    def pair_factors(
-        self, users: torch.Tensor, items: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def pair_factors(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(h, z)`` for each pair, computed once per distinct key: the user (item) alone, or,
         with ``exclude_target`` in training, the user (item) with one neighbour dropped: the
         pair's item (user) when the pair is a training interaction, and, with
@@ -310,7 +308,9 @@ class OPECIModule(nn.Module):
             self._padded[side] = PaddedNeighbourhoods(csr).to(self.user_emb.weight.device)
         nbr, rating, valid = self._padded[side].rows(nodes, exclude, max_neighbors)
         own_w, other_w = (
-            (self.user_emb.weight, self.item_emb.weight) if side == "user" else (self.item_emb.weight, self.user_emb.weight)
+            (self.user_emb.weight, self.item_emb.weight)
+            if side == "user"
+            else (self.item_emb.weight, self.user_emb.weight)
         )
         agg = self.user_agg if side == "user" else self.item_agg
         return agg.forward_padded(other_w, self.opinion.weight, nbr, rating, valid, own_w.index_select(0, nodes))
@@ -324,7 +324,9 @@ class OPECIModule(nn.Module):
         reference path computes every pair."""
         nbrs = self.user_nbrs if side == "user" else self.item_nbrs
         own_w, other_w = (
-            (self.user_emb.weight, self.item_emb.weight) if side == "user" else (self.item_emb.weight, self.user_emb.weight)
+            (self.user_emb.weight, self.item_emb.weight)
+            if side == "user"
+            else (self.item_emb.weight, self.user_emb.weight)
         )
         agg = self.user_agg if side == "user" else self.item_agg
         distinct, pair_seg = torch.unique(nodes, return_inverse=True)
@@ -405,6 +407,7 @@ class OPECIModule(nn.Module):
 
 class OPECI(TorchModel):
     """OPECI with the paper's defaults; see the module docstring for every decision."""
+
     summary: ClassVar[str] = "neighbourhood factors with opinion embeddings, outer product, self-attention, MLP"
     paper: ClassVar[str] = "the OPECI paper"
 
@@ -443,9 +446,7 @@ class OPECI(TorchModel):
             self.recalibrate_bn(train, rng, int(self.config.precise_bn_batches))
 
     @torch.no_grad()
-    def recalibrate_bn(
-        self, train: TrainData, rng: np.random.Generator, n_batches: int = 50
-    ) -> None:
+    def recalibrate_bn(self, train: TrainData, rng: np.random.Generator, n_batches: int = 50) -> None:
         """Precise BN: re-estimate the head's batch-norm statistics as plain averages over
         ``n_batches`` fresh training batches with the final weights (no update of weights)."""
         m = self.module
@@ -513,17 +514,13 @@ class OPECI(TorchModel):
             dev = self.device
             h = torch.cat(
                 [
-                    m.user_factors(
-                        torch.arange(s, min(s + self.factor_chunk, m.n_users), device=dev)
-                    )
+                    m.user_factors(torch.arange(s, min(s + self.factor_chunk, m.n_users), device=dev))
                     for s in range(0, m.n_users, self.factor_chunk)
                 ]
             )
             z = torch.cat(
                 [
-                    m.item_factors(
-                        torch.arange(s, min(s + self.factor_chunk, m.n_items), device=dev)
-                    )
+                    m.item_factors(torch.arange(s, min(s + self.factor_chunk, m.n_items), device=dev))
                     for s in range(0, m.n_items, self.factor_chunk)
                 ]
             )
@@ -552,17 +549,14 @@ class OPECI(TorchModel):
                 uu = u.repeat_interleave(n)
                 ii = all_items.repeat(len(u))
                 for c in range(0, len(uu), self.inference_batch):
-                    scores = self.predict(
-                        uu[c : c + self.inference_batch], ii[c : c + self.inference_batch]
-                    )
-                    out.reshape(-1)[s * n + c : s * n + c + len(scores)] = (
-                        scores.float().cpu().numpy()
-                    )
+                    scores = self.predict(uu[c : c + self.inference_batch], ii[c : c + self.inference_batch])
+                    out.reshape(-1)[s * n + c : s * n + c + len(scores)] = scores.float().cpu().numpy()
         return out
 
 
 class OPECIInner(OPECI):
     """``opeci-inner``: M = diag(h ⊙ z) instead of h zᵀ (see the module docstring)."""
+
     summary: ClassVar[str] = "OPECI ablation: M = diag(h ⊙ z), the inner product's terms"
     paper: ClassVar[str] = "the OPECI paper, Figure 2"
 
@@ -576,6 +570,7 @@ class OPECIInner(OPECI):
 class OPECIResidual(OPECI):
     """``opeci-res``: the block as a Transformer layer, ``O = LayerNorm(M + MHSA(M))`` (see the
     module docstring)."""
+
     summary: ClassVar[str] = "OPECI with the block as a Transformer layer, LayerNorm(M + MHSA(M))"
     paper: ClassVar[str] = "the OPECI paper (our variant)"
 
@@ -588,6 +583,7 @@ class OPECIResidual(OPECI):
 
 class OPECIMeanItem(OPECI):
     """``opeci-i``: mean aggregation instead of attention on the item side."""
+
     summary: ClassVar[str] = "OPECI ablation: mean aggregation on the item side"
     paper: ClassVar[str] = "the OPECI paper, Figure 3"
 
@@ -600,6 +596,7 @@ class OPECIMeanItem(OPECI):
 
 class OPECIMeanUser(OPECI):
     """``opeci-u``: mean aggregation instead of attention on the user side."""
+
     summary: ClassVar[str] = "OPECI ablation: mean aggregation on the user side"
     paper: ClassVar[str] = "the OPECI paper, Figure 3"
 
@@ -612,6 +609,7 @@ class OPECIMeanUser(OPECI):
 
 class OPECIMeanBoth(OPECI):
     """``opeci-iu``: mean aggregation on both sides."""
+
     summary: ClassVar[str] = "OPECI ablation: mean aggregation on both sides"
     paper: ClassVar[str] = "the OPECI paper, Figure 3"
 

@@ -29,9 +29,7 @@ import torch
 from recbench.data.types import TrainData
 
 
-def sample_negatives(
-    train: TrainData, users: np.ndarray, n_per_user: int, rng: np.random.Generator
-) -> np.ndarray:
+def sample_negatives(train: TrainData, users: np.ndarray, n_per_user: int, rng: np.random.Generator) -> np.ndarray:
     """``len(users) × n_per_user`` items drawn uniformly from the items each user has no
     training interaction with (with replacement across draws, as in NCF). Vectorised rejection
     sampling: draw all, redraw only the rejected ones."""
@@ -135,9 +133,7 @@ def pointwise_batches(
     items = torch.from_numpy(inst.items).to(device)
     targets = torch.from_numpy(inst.targets).to(device)
     n = _usable(len(inst.users), bs)
-    parts = (
-        ((users[s : s + bs], items[s : s + bs], targets[s : s + bs]), min(bs, n - s)) for s in range(0, n, bs)
-    )
+    parts = (((users[s : s + bs], items[s : s + bs], targets[s : s + bs]), min(bs, n - s)) for s in range(0, n, bs))
     return Batches(parts, n)
 
 

@@ -180,15 +180,16 @@ class Trainer:
 
     def _diverged(self, what: str) -> None:
         raise ModelError(
-            f"{self.model.name}: {what} "
-            f"(diverged; try a smaller learning_rate than {self.model.config.learning_rate})"
+            f"{self.model.name}: {what} (diverged; try a smaller learning_rate than {self.model.config.learning_rate})"
         )
 
     def _evaluate(self, epoch: int, info: dict[str, Any], state: FitState) -> None:
         """Test metrics every ``eval_every`` epochs (recorded only) and, with early stopping,
         validation metrics, which decide the best epoch."""
         ctx = self.ctx
-        if ctx.evaluate is None or not ((ctx.eval_every and epoch % ctx.eval_every == 0) or ctx.early_stopping_patience):
+        if ctx.evaluate is None or not (
+            (ctx.eval_every and epoch % ctx.eval_every == 0) or ctx.early_stopping_patience
+        ):
             return
         self.module.eval()
         if ctx.eval_every and epoch % ctx.eval_every == 0:
@@ -211,7 +212,9 @@ class Trainer:
         try:
             meta, groups = checkpoint.read(spec.path)
             if meta.get("key") != spec.key or meta.get("model") != self.model.name:
-                raise checkpoint.CheckpointError(f"belongs to another cell ({meta.get('model')}, key {meta.get('key')})")
+                raise checkpoint.CheckpointError(
+                    f"belongs to another cell ({meta.get('model')}, key {meta.get('key')})"
+                )
         except checkpoint.CheckpointError as e:
             spec.notify(f"warning: ignoring checkpoint {spec.path}: {e}; {spec.label} starts at epoch 1")
             return None

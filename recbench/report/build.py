@@ -27,7 +27,9 @@ from recbench.results import Record, iter_records
 
 def failures(records: list[Record]) -> list[str]:
     """One line per failed record: data set, model, seed and its error."""
-    return [f"{r['dataset']} / {r['model']} / seed {r['seed']}: {r.data.get('error')}" for r in records if r.status != "ok"]
+    return [
+        f"{r['dataset']} / {r['model']} / seed {r['seed']}: {r.data.get('error')}" for r in records if r.status != "ok"
+    ]
 
 
 @dataclass
@@ -59,7 +61,9 @@ def _split_spec(rec: Record) -> tuple[int, bool, int]:
     return int(si.get("seed", 0)), bool(si.get("validation", False)), int(si.get("n_negatives", 99))
 
 
-def pool_records(records: list[Record], label: Label = record_label, pool_split_seeds: bool = False) -> tuple[list[Record], list[str]]:
+def pool_records(
+    records: list[Record], label: Label = record_label, pool_split_seeds: bool = False
+) -> tuple[list[Record], list[str]]:
     """The records a report pools, and notes naming what it left out.
 
     A report cell pools only records of one experiment: one data set, one split (fingerprint),
@@ -102,11 +106,19 @@ def pool_records(records: list[Record], label: Label = record_label, pool_split_
         seed, val, neg = _split_spec(r)
         kind = sorted(s[0] for s in specs[ds] if s[1:] == (val, neg))
         extra = (" · validation" if val else "") + ("" if neg == 99 else f" · {neg} negatives")
-        name = f"{ds} · splits {','.join(map(str, kind))}{extra}" if pool_split_seeds and len(kind) > 1 else f"{ds} · split {seed}{extra}"
-        out.append(Record(data={**r.data, "dataset": name, "paper_dataset": ds}, users=r.users, ranks=r.ranks, path=r.path))
+        name = (
+            f"{ds} · splits {','.join(map(str, kind))}{extra}"
+            if pool_split_seeds and len(kind) > 1
+            else f"{ds} · split {seed}{extra}"
+        )
+        out.append(
+            Record(data={**r.data, "dataset": name, "paper_dataset": ds}, users=r.users, ranks=r.ranks, path=r.path)
+        )
     if pool_split_seeds and any(len({s[0] for s in v}) > 1 for v in specs.values()):
-        notes.append("Split seeds pooled (--pool-split-seeds): mean and std over every (split, model seed) run; "
-                     "the std is decomposed into between-split and within-split (model seed) parts; users are paired within a split.")
+        notes.append(
+            "Split seeds pooled (--pool-split-seeds): mean and std over every (split, model seed) run; "
+            "the std is decomposed into between-split and within-split (model seed) parts; users are paired within a split."
+        )
     return out, notes
 
 
@@ -134,8 +146,14 @@ def build_report(
     ref = resolve_reference(ok_labels, reference)
     sig = significance_frame(records, metrics, ref, test, alpha, label)
     if not sig.empty:
-        summary = summary.merge(sig.drop(columns=["test_note"]), on=["dataset", "protocol", "metric", "model"], how="left")
-        summary = summary.merge(sig[["dataset", "protocol", "metric", "model", "test_note"]], on=["dataset", "protocol", "metric", "model"], how="left")
+        summary = summary.merge(
+            sig.drop(columns=["test_note"]), on=["dataset", "protocol", "metric", "model"], how="left"
+        )
+        summary = summary.merge(
+            sig[["dataset", "protocol", "metric", "model", "test_note"]],
+            on=["dataset", "protocol", "metric", "model"],
+            how="left",
+        )
     else:
         for c in ("reference", "n_users", "mean_diff", "p_value", "p_holm", "significant", "test_note"):
             summary[c] = np.nan
@@ -144,7 +162,8 @@ def build_report(
     if not agreement.empty:
         summary = summary.merge(
             agreement[["dataset", "metric", "tau"]].rename(columns={"tau": "kendall_tau_sampled_full"}),
-            on=["dataset", "metric"], how="left",
+            on=["dataset", "metric"],
+            how="left",
         )
     else:
         summary["kendall_tau_sampled_full"] = np.nan
@@ -154,8 +173,25 @@ def build_report(
         several = sorted({lab for lab in ok_labels if label_model(lab) == "opeci"})
         notes.append(
             f"No paired significance tests: opeci has several configurations ({', '.join(several)}); choose one with --reference."
-            if several else "No paired significance tests: the reference model (opeci, or --reference) has no records.")
-    negs = sorted({int(n) for r in records if r.status == "ok" and (n := (r.data.get("split_info") or {}).get("n_negatives")) is not None})
-    return Report(summary=summary, failed=failures(records), protocols=protocols, reference=ref,
-                  test=test, alpha=alpha, agreement=agreement, notes=notes, n_negatives=negs,
-                  cost=cost_frame(records, label))
+            if several
+            else "No paired significance tests: the reference model (opeci, or --reference) has no records."
+        )
+    negs = sorted(
+        {
+            int(n)
+            for r in records
+            if r.status == "ok" and (n := (r.data.get("split_info") or {}).get("n_negatives")) is not None
+        }
+    )
+    return Report(
+        summary=summary,
+        failed=failures(records),
+        protocols=protocols,
+        reference=ref,
+        test=test,
+        alpha=alpha,
+        agreement=agreement,
+        notes=notes,
+        n_negatives=negs,
+        cost=cost_frame(records, label),
+    )

@@ -26,8 +26,6 @@ def paper_table2() -> pd.DataFrame:
     return wide.melt(id_vars=["dataset", "metric"], var_name="model", value_name="paper")
 
 
-
-
 def select_records(records: Iterable[Record], experiment: str | None = None) -> list[Record]:
     """Tuning trials never; with ``experiment`` only the records that experiment made or reused,
     without it only records made by ``recbench run`` (no experiment tag)."""
@@ -38,7 +36,11 @@ def select_records(records: Iterable[Record], experiment: str | None = None) -> 
             continue
         if experiment is None and tags.get("experiment") is not None:
             continue
-        if experiment is not None and experiment != tags.get("experiment") and experiment not in r.data.get("used_by", []):
+        if (
+            experiment is not None
+            and experiment != tags.get("experiment")
+            and experiment not in r.data.get("used_by", [])
+        ):
             continue
         out.append(r)
     return out
@@ -81,13 +83,35 @@ def per_seed_frame(records: Iterable[Record], metrics: list[str], label: Label =
                 )
     return pd.DataFrame(
         rows,
-        columns=["dataset", "paper_dataset", "split", "protocol", "metric", "model", "base_model", "seed", "value", "comparable"],
+        columns=[
+            "dataset",
+            "paper_dataset",
+            "split",
+            "protocol",
+            "metric",
+            "model",
+            "base_model",
+            "seed",
+            "value",
+            "comparable",
+        ],
     )
 
 
 SUMMARY_COLUMNS = [
-    "dataset", "protocol", "metric", "model", "base_model", "n_seeds", "mean", "std", "ci95_low", "ci95_high",
-    "n_splits", "std_between_splits", "std_within_split",
+    "dataset",
+    "protocol",
+    "metric",
+    "model",
+    "base_model",
+    "n_seeds",
+    "mean",
+    "std",
+    "ci95_low",
+    "ci95_high",
+    "n_splits",
+    "std_between_splits",
+    "std_within_split",
 ]
 
 
@@ -103,8 +127,21 @@ def summary_frame(
     for key, g in df.groupby(["dataset", "protocol", "metric", "model", "base_model"], sort=False):
         mean, std, lo, hi = stats.mean_ci(g["value"].to_numpy())
         between, within = stats.split_variance(g["split"].to_numpy(), g["value"].to_numpy())
-        rows.append([*key, int(g["value"].notna().sum()), mean, std, lo, hi, int(g["split"].nunique()), between, within,
-                     bool(g["comparable"].all()), g["paper_dataset"].iloc[0]])
+        rows.append(
+            [
+                *key,
+                int(g["value"].notna().sum()),
+                mean,
+                std,
+                lo,
+                hi,
+                int(g["split"].nunique()),
+                between,
+                within,
+                bool(g["comparable"].all()),
+                g["paper_dataset"].iloc[0],
+            ]
+        )
     out = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, "comparable", "paper_dataset"])
     if paper:
         p = paper_table2().rename(columns={"model": "base_model", "dataset": "paper_dataset"})
@@ -128,7 +165,6 @@ def summary_frame(
     return out
 
 
-
 def resolve_reference(labels: Iterable[str], reference: str | None) -> str | None:
     """The reference model's label: ``reference`` as a label, or as a model name with exactly
     one label; by default ``opeci`` when present (else no paired tests)."""
@@ -146,7 +182,19 @@ def resolve_reference(labels: Iterable[str], reference: str | None) -> str | Non
     raise ValueError(f"--reference {reference!r} is not among the models; valid: {', '.join(labels) or 'none'}")
 
 
-SIG_COLUMNS = ["dataset", "protocol", "metric", "model", "reference", "n_users", "mean_diff", "p_value", "p_holm", "significant", "test_note"]
+SIG_COLUMNS = [
+    "dataset",
+    "protocol",
+    "metric",
+    "model",
+    "reference",
+    "n_users",
+    "mean_diff",
+    "p_value",
+    "p_holm",
+    "significant",
+    "test_note",
+]
 
 
 def significance_frame(
@@ -184,8 +232,17 @@ def significance_frame(
                     recs = [r for r in groups[(ds, lab)] if proto in r.data.get("protocols", [])]
                     if not recs:
                         continue
-                    row = {"dataset": ds, "protocol": proto, "metric": metric, "model": lab, "reference": reference,
-                           "n_users": 0, "mean_diff": np.nan, "p_value": np.nan, "test_note": ""}
+                    row = {
+                        "dataset": ds,
+                        "protocol": proto,
+                        "metric": metric,
+                        "model": lab,
+                        "reference": reference,
+                        "n_users": 0,
+                        "mean_diff": np.nan,
+                        "p_value": np.nan,
+                        "test_note": "",
+                    }
                     try:
                         a, b = stats.paired_values(ref_recs, recs, metric, role)
                         res = stats.paired_test(a, b, test)
@@ -201,7 +258,17 @@ def significance_frame(
     return pd.DataFrame(rows, columns=SIG_COLUMNS)
 
 
-AGREE_COLUMNS = ["dataset", "metric", "n_models", "tau", "p_value", "agree", "discordant", "sampled_order", "full_order"]
+AGREE_COLUMNS = [
+    "dataset",
+    "metric",
+    "n_models",
+    "tau",
+    "p_value",
+    "agree",
+    "discordant",
+    "sampled_order",
+    "full_order",
+]
 
 
 def agreement_frame(summary: pd.DataFrame) -> pd.DataFrame:
@@ -219,11 +286,19 @@ def agreement_frame(summary: pd.DataFrame) -> pd.DataFrame:
         def order(col: str, g: pd.DataFrame = g, names: list[str] = names) -> list[str]:
             return [n for _, n in sorted(zip(-g[col].to_numpy(), names, strict=True))]
 
-        rows.append({
-            "dataset": ds, "metric": met, "n_models": ag.n_models, "tau": ag.tau, "p_value": ag.p_value,
-            "agree": ag.agree, "discordant": "; ".join(f"{a} vs {b}" for a, b in ag.discordant),
-            "sampled_order": " > ".join(order("sampled")), "full_order": " > ".join(order("full")),
-        })
+        rows.append(
+            {
+                "dataset": ds,
+                "metric": met,
+                "n_models": ag.n_models,
+                "tau": ag.tau,
+                "p_value": ag.p_value,
+                "agree": ag.agree,
+                "discordant": "; ".join(f"{a} vs {b}" for a, b in ag.discordant),
+                "sampled_order": " > ".join(order("sampled")),
+                "full_order": " > ".join(order("full")),
+            }
+        )
     return pd.DataFrame(rows, columns=AGREE_COLUMNS)
 
 
@@ -239,9 +314,19 @@ def agreement_warnings(agreement: pd.DataFrame) -> list[str]:
     return out
 
 
-
-COST_COLUMNS = ["Dataset", "Model", "Seeds", "Epochs", "Samples/s", "s/epoch", "Fit s", "Sampled eval s",
-                "Full eval s", "Peak RSS MB", "Threads"]
+COST_COLUMNS = [
+    "Dataset",
+    "Model",
+    "Seeds",
+    "Epochs",
+    "Samples/s",
+    "s/epoch",
+    "Fit s",
+    "Sampled eval s",
+    "Full eval s",
+    "Peak RSS MB",
+    "Threads",
+]
 
 
 def cost_frame(records: Iterable[Record], label: Label = record_label) -> pd.DataFrame:
@@ -262,16 +347,25 @@ def cost_frame(records: Iterable[Record], label: Label = record_label) -> pd.Dat
     rows = []
     for (ds, lab), rs in groups.items():
         threads = sorted({str((r.data.get("hardware") or {}).get("torch_threads", "?")) for r in rs})
-        rows.append({
-            "Dataset": ds, "Model": lab, "Seeds": len(rs), "Epochs": med(rs, t("epochs_run")),
-            "Samples/s": med(rs, t("samples_per_s")), "s/epoch": med(rs, t("s_per_epoch")),
-            "Fit s": med(rs, t("fit_s")), "Sampled eval s": med(rs, t("eval_test_sampled_s")),
-            "Full eval s": med(rs, t("eval_test_full_s")), "Peak RSS MB": med(rs, lambda r: r.data.get("peak_rss_mb")),
-            "Threads": "/".join(threads),
-        })
+        rows.append(
+            {
+                "Dataset": ds,
+                "Model": lab,
+                "Seeds": len(rs),
+                "Epochs": med(rs, t("epochs_run")),
+                "Samples/s": med(rs, t("samples_per_s")),
+                "s/epoch": med(rs, t("s_per_epoch")),
+                "Fit s": med(rs, t("fit_s")),
+                "Sampled eval s": med(rs, t("eval_test_sampled_s")),
+                "Full eval s": med(rs, t("eval_test_full_s")),
+                "Peak RSS MB": med(rs, lambda r: r.data.get("peak_rss_mb")),
+                "Threads": "/".join(threads),
+            }
+        )
     df = pd.DataFrame(rows, columns=COST_COLUMNS)
     if df.empty:
         return df
     order = {m: i for i, m in enumerate(order_models(df["Model"]))}
-    return df.sort_values(["Dataset", "Model"], key=lambda c: c.map(order) if c.name == "Model" else c).reset_index(drop=True)
-
+    return df.sort_values(["Dataset", "Model"], key=lambda c: c.map(order) if c.name == "Model" else c).reset_index(
+        drop=True
+    )

@@ -47,7 +47,12 @@ def render_html(rep: Report, paper: bool) -> str:
     for proto in rep.protocols:
         f = figures.summary_bars(rep.summary, proto, models, f"{proto.capitalize()} protocol")
         if f is not None:
-            figs.append((f"{proto_title(rep, proto)}. Bars: mean over seeds; {figures.ERR_NOTE}; white diamonds: the paper's numbers.", f))
+            figs.append(
+                (
+                    f"{proto_title(rep, proto)}. Bars: mean over seeds; {figures.ERR_NOTE}; white diamonds: the paper's numbers.",
+                    f,
+                )
+            )
     f = figures.agreement_scatter(rep.summary, models)
     if f is not None:
         figs.append(("Sampled (x) against full-ranking (y) metrics per model.", f))
@@ -55,13 +60,19 @@ def render_html(rep: Report, paper: bool) -> str:
     if figs:
         body.append("<h2>Figures</h2>")
         for cap, fig in figs:
-            body.append(f"<figure><img alt='{html.escape(cap)}' src='data:image/png;base64,{figures.png_base64(fig)}'/>"
-                        f"<figcaption>{html.escape(cap)}</figcaption></figure>")
+            body.append(
+                f"<figure><img alt='{html.escape(cap)}' src='data:image/png;base64,{figures.png_base64(fig)}'/>"
+                f"<figcaption>{html.escape(cap)}</figcaption></figure>"
+            )
     if rep.failed:
         body.append("<h2>Failed cells</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in rep.failed) + "</ul>")
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:right}"
-             ".legend{color:#333;font-size:90%}.warning{color:#a40;font-weight:bold}"
-             "figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:90%;color:#333}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(rep.title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:right}"
+        ".legend{color:#333;font-size:90%}.warning{color:#a40;font-weight:bold}"
+        "figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:90%;color:#333}"
+    )
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(rep.title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )

@@ -9,8 +9,18 @@ from recbench.data.registry import dataset_label
 from recbench.report.build import Report
 from recbench.report.tables import TEX_STYLE, legend, pivot, proto_title, table2_view
 
-_TEX_ESC = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-            "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+_TEX_ESC = {
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+}
 
 
 def tex_escape(s: str) -> str:
@@ -30,8 +40,10 @@ def render_latex(rep: Report) -> str:
         head = " & ".join(["Dataset", "Metric", *[tex_escape(m) for m in chosen]])
         body = "\n".join(" & ".join(r) + " \\\\" for r in rows)
         shown = "; ".join(f"{tex_escape(m)}: {tex_escape(lab)}" for m, lab in chosen.items() if lab != m)
-        cap = tex_escape_text("HR@10 and NDCG@10, sampled protocol (99 negatives): mean ± std over model seeds "
-                              "(seeds in parentheses), the paper's Table 2 below each row.") + (f" Configurations: {shown}." if shown else "")
+        cap = tex_escape_text(
+            "HR@10 and NDCG@10, sampled protocol (99 negatives): mean ± std over model seeds "
+            "(seeds in parentheses), the paper's Table 2 below each row."
+        ) + (f" Configurations: {shown}." if shown else "")
         parts.append(
             "\\begin{table}[t]\n\\centering\n\\small\n\\setlength{\\tabcolsep}{3pt}\n"
             f"\\caption{{{cap}}}\n\\label{{tab:recbench-table2}}\n"
@@ -46,21 +58,27 @@ def render_latex(rep: Report) -> str:
         t["Metric"] = t["Metric"].map(tex_escape)
         t.columns = [f"{{{c}}}" for c in t.columns]
         body = t.to_latex(escape=False, index=False, column_format="ll" + "c" * (len(t.columns) - 2))
-        cap = [f"{proto_title(rep, proto)}.", legend(rep, proto, mark="$^{\\dagger}$"),
-               "Best per row in bold, second best underlined."]
+        cap = [
+            f"{proto_title(rep, proto)}.",
+            legend(rep, proto, mark="$^{\\dagger}$"),
+            "Best per row in bold, second best underlined.",
+        ]
         if proto == "full" and not rep.agreement.empty:
-            taus = ", ".join(f"{dataset_label(r['dataset'])} {r['metric'].upper()} "
-                             f"{'--' if pd.isna(r['tau']) else format(r['tau'], '.2f')}" for _, r in rep.agreement.iterrows())
+            taus = ", ".join(
+                f"{dataset_label(r['dataset'])} {r['metric'].upper()} "
+                f"{'--' if pd.isna(r['tau']) else format(r['tau'], '.2f')}"
+                for _, r in rep.agreement.iterrows()
+            )
             cap.append(f"Kendall $\\tau$ between the sampled and the full-ranking orderings of the models: {taus}.")
             if rep.warnings:
-                cap.append("Where $\\tau < 1$ the two protocols order the models differently (Krichene and Rendle, KDD 2020).")
+                cap.append(
+                    "Where $\\tau < 1$ the two protocols order the models differently (Krichene and Rendle, KDD 2020)."
+                )
         caption = tex_escape_text(" ".join(cap))
         parts.append(
             "\\begin{table}[t]\n\\centering\n\\small\n"
             f"\\caption{{{caption}}}\n"
-            f"\\label{{tab:recbench-{proto}}}\n"
-            + body
-            + "\\end{table}\n"
+            f"\\label{{tab:recbench-{proto}}}\n" + body + "\\end{table}\n"
         )
     return "% requires \\usepackage{booktabs}\n" + "\n".join(parts)
 

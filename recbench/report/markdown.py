@@ -28,7 +28,8 @@ def _table2_markdown(rep: Report) -> list[str]:
     parts = [
         "### Table 2 (sampled protocol), as the paper lays it out\n\n"
         "Mean ± std over model seeds (the number of seeds in parentheses); one configuration per model"
-        + (f" ({shown})" if shown else "") + ". The paper's values are in the next table; every other "
+        + (f" ({shown})" if shown else "")
+        + ". The paper's values are in the next table; every other "
         "configuration and variant after it; statistics and the full-ranking protocol below.\n",
         markdown_table(ours),
         "\nThe paper's Table 2 (HR@10 / NDCG@10, sampled protocol):\n",
@@ -50,13 +51,18 @@ def render_markdown(rep: Report, paper: bool) -> str:
         parts.append(f"### Statistics, {proto} protocol: 95 % confidence interval (t, over seeds) and paired tests\n")
         parts.append(markdown_table(stats_table(rep, proto)))
     if not rep.agreement.empty:
-        parts.append("### Sampled against full ranking\n\nEach model's score and rank under both protocols; "
-                     "Kendall τ between the two orderings of the models (1: same order).\n")
+        parts.append(
+            "### Sampled against full ranking\n\nEach model's score and rank under both protocols; "
+            "Kendall τ between the two orderings of the models (1: same order).\n"
+        )
         parts.append(markdown_table(side_by_side(rep)))
         parts.append(markdown_table(agreement_table(rep)))
         warns = rep.warnings
-        parts.append("\n".join(f"> **Warning:** {w}" for w in warns) if warns else
-                     "The two protocols order the models the same way on every dataset and metric.")
+        parts.append(
+            "\n".join(f"> **Warning:** {w}" for w in warns)
+            if warns
+            else "The two protocols order the models the same way on every dataset and metric."
+        )
     if not rep.cost.empty:
         parts.append(f"### Cost\n\n{COST_NOTE}\n")
         parts.append(markdown_table(cost_table(rep)))

@@ -22,6 +22,7 @@ TEST_NAMES = {
     "bootstrap": "two-sided paired bootstrap test (10,000 resamples)",
 }
 
+
 def _cell(row: pd.Series, paper: bool, style: dict[str, Any]) -> str:
     """One summary row as a table cell: mean ± std, marks, and the paper's number."""
     s = f"{row['mean']:.3f}"
@@ -44,7 +45,11 @@ TEX_STYLE = {"pm": "$\\pm$", "mark": "$^{\\dagger}$", "best": ("\\textbf{", "}")
 
 
 def pivot(
-    summary: pd.DataFrame, protocol: str, paper: bool, bold: tuple[str, str] = ("**", "**"), style: dict[str, Any] | None = None
+    summary: pd.DataFrame,
+    protocol: str,
+    paper: bool,
+    bold: tuple[str, str] = ("**", "**"),
+    style: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Datasets × metrics as rows, models as columns, formatted cells."""
     style = style or {**MD_STYLE, "best": bold}
@@ -95,7 +100,9 @@ def legend(rep: Report, proto: str, mark: str = MARK) -> str:
             f"comparisons of each row ({_n_comparisons(rep, proto)} per row; {TEST_NAMES[rep.test]} over users, on each "
             "user's metric averaged over seeds; same split)."
         )
-    notes = sub["test_note"].map(lambda v: v if isinstance(v, str) else "") if "test_note" in sub else pd.Series(dtype=str)
+    notes = (
+        sub["test_note"].map(lambda v: v if isinstance(v, str) else "") if "test_note" in sub else pd.Series(dtype=str)
+    )
     untestable = sub[notes != ""]
     if len(untestable):
         parts.append(f"Not tested: {', '.join(sorted(set(untestable['model'])))} ({notes[notes != ''].iloc[0]}).")
@@ -107,31 +114,44 @@ def stats_table(rep: Report, proto: str) -> pd.DataFrame:
     sub = rep.summary[rep.summary["protocol"] == proto]
     rows = []
     for _, r in sub.iterrows():
-        rows.append({
-            "Dataset": dataset_label(r["dataset"]),
-            "Metric": r["metric"].upper(),
-            "Model": r["model"],
-            "Seeds": int(r["n_seeds"]),
-            "Mean": f"{r['mean']:.4f}",
-            "Std": "—" if np.isnan(r["std"]) else f"{r['std']:.4f}",
-            "95% CI": "—" if np.isnan(r["ci95_low"]) else f"[{r['ci95_low']:.4f}, {r['ci95_high']:.4f}]",
-            f"Δ vs {rep.reference or 'ref.'} (users)": "—" if pd.isna(r["mean_diff"]) else f"{-r['mean_diff']:+.4f}",
-            "Users": "—" if pd.isna(r["n_users"]) or not r["n_users"] else f"{int(r['n_users'])}",
-            "p": "—" if pd.isna(r["p_value"]) else f"{r['p_value']:.2g}",
-            "p (Holm)": "—" if pd.isna(r["p_holm"]) else f"{r['p_holm']:.2g}" + (f" {MARK}" if r["significant"] else ""),
-        })
+        rows.append(
+            {
+                "Dataset": dataset_label(r["dataset"]),
+                "Metric": r["metric"].upper(),
+                "Model": r["model"],
+                "Seeds": int(r["n_seeds"]),
+                "Mean": f"{r['mean']:.4f}",
+                "Std": "—" if np.isnan(r["std"]) else f"{r['std']:.4f}",
+                "95% CI": "—" if np.isnan(r["ci95_low"]) else f"[{r['ci95_low']:.4f}, {r['ci95_high']:.4f}]",
+                f"Δ vs {rep.reference or 'ref.'} (users)": "—"
+                if pd.isna(r["mean_diff"])
+                else f"{-r['mean_diff']:+.4f}",
+                "Users": "—" if pd.isna(r["n_users"]) or not r["n_users"] else f"{int(r['n_users'])}",
+                "p": "—" if pd.isna(r["p_value"]) else f"{r['p_value']:.2g}",
+                "p (Holm)": "—"
+                if pd.isna(r["p_holm"])
+                else f"{r['p_holm']:.2g}" + (f" {MARK}" if r["significant"] else ""),
+            }
+        )
         if (sub["n_splits"] > 1).any():  # split seeds pooled: the spread decomposed
-            rows[-1].update({
-                "Splits": int(r["n_splits"]),
-                "Std between splits": "—" if np.isnan(r["std_between_splits"]) else f"{r['std_between_splits']:.4f}",
-                "Std within a split": "—" if np.isnan(r["std_within_split"]) else f"{r['std_within_split']:.4f}",
-            })
+            rows[-1].update(
+                {
+                    "Splits": int(r["n_splits"]),
+                    "Std between splits": "—"
+                    if np.isnan(r["std_between_splits"])
+                    else f"{r['std_between_splits']:.4f}",
+                    "Std within a split": "—" if np.isnan(r["std_within_split"]) else f"{r['std_within_split']:.4f}",
+                }
+            )
     df = pd.DataFrame(rows)
     if not df.empty:
         ds_order = {d: i for i, d in enumerate(dict.fromkeys(df["Dataset"]))}
         met_order = {m: i for i, m in enumerate(dict.fromkeys(df["Metric"]))}
         mod_order = {m: i for i, m in enumerate(order_models(df["Model"]))}
-        key = [(ds_order[d], met_order[m], mod_order[o]) for d, m, o in zip(df["Dataset"], df["Metric"], df["Model"], strict=True)]
+        key = [
+            (ds_order[d], met_order[m], mod_order[o])
+            for d, m, o in zip(df["Dataset"], df["Metric"], df["Model"], strict=True)
+        ]
         df = df.iloc[sorted(range(len(df)), key=key.__getitem__)]
     return df
 
@@ -143,24 +163,34 @@ def side_by_side(rep: Report) -> pd.DataFrame:
     wide = s.pivot_table(index=["dataset", "metric", "model"], columns="protocol", values=["mean", "std"], sort=False)
     rows = []
     for (ds, met, mod), r in wide.iterrows():
-        rows.append({"dataset": ds, "metric": met, "model": mod,
-                     "s_mean": r.get(("mean", "sampled"), np.nan), "s_std": r.get(("std", "sampled"), np.nan),
-                     "f_mean": r.get(("mean", "full"), np.nan), "f_std": r.get(("std", "full"), np.nan)})
+        rows.append(
+            {
+                "dataset": ds,
+                "metric": met,
+                "model": mod,
+                "s_mean": r.get(("mean", "sampled"), np.nan),
+                "s_std": r.get(("std", "sampled"), np.nan),
+                "f_mean": r.get(("mean", "full"), np.nan),
+                "f_std": r.get(("std", "full"), np.nan),
+            }
+        )
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     df["s_rank"] = df.groupby(["dataset", "metric"])["s_mean"].rank(ascending=False, method="min")
     df["f_rank"] = df.groupby(["dataset", "metric"])["f_mean"].rank(ascending=False, method="min")
     fmt = lambda m, sd: "—" if pd.isna(m) else (f"{m:.3f}" + ("" if pd.isna(sd) else f" ± {sd:.3f}"))  # noqa: E731
-    out = pd.DataFrame({
-        "Dataset": df["dataset"].map(lambda d: dataset_label(d)),
-        "Metric": df["metric"].str.upper(),
-        "Model": df["model"],
-        "Sampled": [fmt(m, sd) for m, sd in zip(df["s_mean"], df["s_std"], strict=True)],
-        "Rank (sampled)": df["s_rank"].map(lambda v: "—" if pd.isna(v) else str(int(v))),
-        "Full ranking": [fmt(m, sd) for m, sd in zip(df["f_mean"], df["f_std"], strict=True)],
-        "Rank (full)": df["f_rank"].map(lambda v: "—" if pd.isna(v) else str(int(v))),
-    })
+    out = pd.DataFrame(
+        {
+            "Dataset": df["dataset"].map(lambda d: dataset_label(d)),
+            "Metric": df["metric"].str.upper(),
+            "Model": df["model"],
+            "Sampled": [fmt(m, sd) for m, sd in zip(df["s_mean"], df["s_std"], strict=True)],
+            "Rank (sampled)": df["s_rank"].map(lambda v: "—" if pd.isna(v) else str(int(v))),
+            "Full ranking": [fmt(m, sd) for m, sd in zip(df["f_mean"], df["f_std"], strict=True)],
+            "Rank (full)": df["f_rank"].map(lambda v: "—" if pd.isna(v) else str(int(v))),
+        }
+    )
     # sorted by the numeric rank (as text, 10 would come before 2); models without one last
     order = np.lexsort((df["s_rank"].fillna(np.inf).to_numpy(), out["Metric"].to_numpy(), out["Dataset"].to_numpy()))
     return out.iloc[order]
@@ -169,15 +199,17 @@ def side_by_side(rep: Report) -> pd.DataFrame:
 def agreement_table(rep: Report) -> pd.DataFrame:
     """Kendall's τ per (dataset, metric), formatted for reading."""
     a = rep.agreement
-    return pd.DataFrame({
-        "Dataset": a["dataset"].map(lambda d: dataset_label(d)),
-        "Metric": a["metric"].str.upper(),
-        "Models": a["n_models"],
-        "Kendall τ": a["tau"].map(lambda v: "—" if pd.isna(v) else f"{v:.2f}"),
-        "p": a["p_value"].map(lambda v: "—" if pd.isna(v) else f"{v:.2g}"),
-        "Same order": a["agree"].map(lambda v: "yes" if v else "NO"),
-        "Swapped pairs": a["discordant"].replace("", "—"),
-    })
+    return pd.DataFrame(
+        {
+            "Dataset": a["dataset"].map(lambda d: dataset_label(d)),
+            "Metric": a["metric"].str.upper(),
+            "Models": a["n_models"],
+            "Kendall τ": a["tau"].map(lambda v: "—" if pd.isna(v) else f"{v:.2f}"),
+            "p": a["p_value"].map(lambda v: "—" if pd.isna(v) else f"{v:.2g}"),
+            "Same order": a["agree"].map(lambda v: "yes" if v else "NO"),
+            "Swapped pairs": a["discordant"].replace("", "—"),
+        }
+    )
 
 
 def proto_title(rep: Report, proto: str) -> str:
@@ -203,6 +235,7 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 def cost_table(rep: Report) -> pd.DataFrame:
     """:func:`cost_frame` formatted for reading (3 significant digits, — for not applicable)."""
+
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return "—" if np.isnan(v) else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}")
@@ -211,10 +244,12 @@ def cost_table(rep: Report) -> pd.DataFrame:
     return rep.cost.map(fmt) if not rep.cost.empty else rep.cost
 
 
-COST_NOTE = ("Medians over seeds of each record's own timing (training samples/s and s/epoch over its "
-             "epochs; evaluation of every test user; peak resident memory of the whole process). "
-             "Times depend on the machine and its load at the time: compare models within one run, "
-             "not across reports.")
+COST_NOTE = (
+    "Medians over seeds of each record's own timing (training samples/s and s/epoch over its "
+    "epochs; evaluation of every test user; peak resident memory of the whole process). "
+    "Times depend on the machine and its load at the time: compare models within one run, "
+    "not across reports."
+)
 
 
 TABLE2_MODELS = ["itempop", "bpr", "dmf", "ncf", "cml", "cadncf", "opeci"]  # the paper's column order
@@ -237,7 +272,13 @@ def table2_view(rep: Report) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, 
         if not labels:
             continue
         seeds = {lab: int(s.loc[s["model"] == lab, "n_seeds"].max()) for lab in labels}
-        pick = m if m in labels else f"{m} (tuned)" if f"{m} (tuned)" in labels else max(labels, key=lambda lab: (seeds[lab], lab == labels[0]))
+        pick = (
+            m
+            if m in labels
+            else f"{m} (tuned)"
+            if f"{m} (tuned)" in labels
+            else max(labels, key=lambda lab: (seeds[lab], lab == labels[0]))
+        )
         chosen[m] = pick
 
     def cell(r: pd.Series) -> str:
@@ -258,6 +299,13 @@ def table2_view(rep: Report) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, 
         rows.append(row)
         paper_rows.append(prow)
     others = s[~s["model"].isin(chosen.values())]
-    other_rows = [{"Dataset": dataset_label(r["dataset"]), "Metric": r["metric"].upper(),
-                   "Model": r["model"], "Mean ± std (seeds)": cell(r)} for _, r in others.iterrows()]
+    other_rows = [
+        {
+            "Dataset": dataset_label(r["dataset"]),
+            "Metric": r["metric"].upper(),
+            "Model": r["model"],
+            "Mean ± std (seeds)": cell(r),
+        }
+        for _, r in others.iterrows()
+    ]
     return pd.DataFrame(rows), pd.DataFrame(paper_rows), pd.DataFrame(other_rows), chosen

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 
-def tiny_rows(n_users: int = 20, n_items: int = 30, per_user: int = 6,
-              seed: int = 0) -> list[tuple[int, int, int, int]]:
+def tiny_rows(
+    n_users: int = 20, n_items: int = 30, per_user: int = 6, seed: int = 0
+) -> list[tuple[int, int, int, int]]:
     """(user, item, rating, timestamp) rows with 1-based ids, distinct pairs, distinct times."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -75,8 +76,12 @@ def tiny_entry(**overrides: Any) -> dict[str, Any]:
         "rating_values": [1, 2, 3, 4, 5],
         "timestamps": True,
         "license": "test",
-        "format": {"parser": "delimited", "separator": "\t",
-                   "columns": ["user", "item", "rating", "timestamp"], "header": False},
+        "format": {
+            "parser": "delimited",
+            "separator": "\t",
+            "columns": ["user", "item", "rating", "timestamp"],
+            "header": False,
+        },
         "expected": {"users": 20, "items": 30, "ratings": 120},
     }
     for k, v in overrides.items():
@@ -114,7 +119,14 @@ def build_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overrides: Any
     archive = tmp_path / "tiny.zip"
     archive.write_bytes(zip_bytes({"tiny/ratings.tsv": data, "tiny/README": b"tiny\n"}))
     blob = archive.read_bytes()
-    t = Tiny(rows, data, folder, archive, tmp_path / "extra.toml",
-             hashlib.md5(blob).hexdigest(), hashlib.sha256(blob).hexdigest())
+    t = Tiny(
+        rows,
+        data,
+        folder,
+        archive,
+        tmp_path / "extra.toml",
+        hashlib.md5(blob).hexdigest(),
+        hashlib.sha256(blob).hexdigest(),
+    )
     t.register(monkeypatch, **{"md5": t.md5, "sha256": t.sha256, **overrides})
     return t

@@ -29,8 +29,7 @@ def test_fetch_prints_stats_and_datasets_lists_them(tiny: Tiny, tmp_path: Path) 
     home = tmp_path / "home"
     res = runner.invoke(app, ["fetch", "tiny", "--from", str(tiny.archive), "--data-dir", str(home)])
     assert res.exit_code == 0, res.output
-    assert "tiny: 20 users, 30 items, 120 ratings, density 20.00%, 0 duplicates dropped" in _flat(
-        res.output)
+    assert "tiny: 20 users, 30 items, 120 ratings, density 20.00%, 0 duplicates dropped" in _flat(res.output)
     assert (home / "datasets" / "tiny" / "interactions.npz").is_file()
     res = runner.invoke(app, ["datasets", "--data-dir", str(home)], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
@@ -67,9 +66,9 @@ def test_fetch_warning_is_shown(tiny: Tiny, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.mark.parametrize("command", [["datasets"], ["fetch", "tiny"], ["fetch", "ml-100k"]])
-def test_bad_registry_entry_is_one_line_and_writes_nothing(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch,
-                                                           command: list[str]) -> None:
+def test_bad_registry_entry_is_one_line_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(toml_dumps({"tiny": tiny_entry(archive="rar")}))
     monkeypatch.setenv("RECBENCH_DATASETS", str(bad))
@@ -85,4 +84,6 @@ def test_fetch_from_on_a_cached_set_says_it_was_not_read(tiny: Tiny, monkeypatch
     tiny.register(monkeypatch)
     assert runner.invoke(app, ["fetch", "tiny", "--from", str(tiny.folder)]).exit_code == 0
     again = runner.invoke(app, ["fetch", "tiny", "--from", str(tiny.archive)])
-    assert again.exit_code == 0 and "already cached" in _flat(again.output) and "--force replaces" in _flat(again.output)
+    assert (
+        again.exit_code == 0 and "already cached" in _flat(again.output) and "--force replaces" in _flat(again.output)
+    )

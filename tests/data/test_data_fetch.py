@@ -69,13 +69,15 @@ def test_rerun_is_a_noop_and_force_rebuilds(tiny: Tiny) -> None:
 
 
 @pytest.mark.parametrize("inner", [False, True])
-def test_fetch_from_folder_says_only_stats_verified(tiny: Tiny, inner: bool,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_fetch_from_folder_says_only_stats_verified(
+    tiny: Tiny, inner: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tiny.folder / "tiny" if inner else tiny.folder
     data = fetch("tiny", source=str(folder), progress=True)
     assert len(data) == 120
     assert "has no archive checksum: verifying the expected statistics only" in " ".join(
-        capsys.readouterr().err.split())
+        capsys.readouterr().err.split()
+    )
     info = dataset_info("tiny")
     assert info is not None and info["source"]["kind"] == "directory"
 
@@ -86,11 +88,13 @@ def test_fetch_bare_ratings_file(tiny: Tiny) -> None:
     assert dataset_info("tiny")["source"]["verified"].startswith("no archive checksum")
 
 
-def test_local_archive_checksum_mismatch_leaves_no_cache(tiny: Tiny,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_archive_checksum_mismatch_leaves_no_cache(tiny: Tiny, monkeypatch: pytest.MonkeyPatch) -> None:
     tiny.register(monkeypatch, md5="0" * 32, sha256=None)
-    with pytest.raises(ChecksumError, match=r"md5 of .*tiny\.zip is [0-9a-f]{32}, datasets\.toml "
-                                            r"says 0{32}"):
+    with pytest.raises(
+        ChecksumError,
+        match=r"md5 of .*tiny\.zip is [0-9a-f]{32}, datasets\.toml "
+        r"says 0{32}",
+    ):
         fetch("tiny", source=tiny.archive, progress=False)
     assert not is_fetched("tiny") and not (_cache_dir() / "interactions.json").exists()
     tiny.register(monkeypatch, md5=tiny.md5)
@@ -103,9 +107,9 @@ def test_size_mismatch(tiny: Tiny, monkeypatch: pytest.MonkeyPatch) -> None:
         fetch("tiny", source=tiny.archive, progress=False)
 
 
-def test_no_published_checksum_records_then_verifies(tiny: Tiny, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_published_checksum_records_then_verifies(
+    tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     tiny.register(monkeypatch, md5=None, sha256=None)
     fetch("tiny", source=tiny.archive, progress=True)
     err = " ".join(capsys.readouterr().err.split())
@@ -119,8 +123,7 @@ def test_no_published_checksum_records_then_verifies(tiny: Tiny, tmp_path: Path,
     assert len(load_dataset("tiny")) == 120  # the earlier good cache is still there
 
 
-def test_expected_stats_mismatch_is_an_error_unless_accepted(tiny: Tiny,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_expected_stats_mismatch_is_an_error_unless_accepted(tiny: Tiny, monkeypatch: pytest.MonkeyPatch) -> None:
     """A copy that is not the data set (half of ml-100k passed as ml-100k) is refused with both
     numbers, and a good cache stays; --allow-mismatch accepts it with a warning, recorded."""
     from recbench.data import DatasetMismatch, dataset_info, load_split
@@ -149,8 +152,7 @@ def test_tolerance_silences_small_differences(tiny: Tiny, monkeypatch: pytest.Mo
         fetch("tiny", source=tiny.folder, progress=False)
 
 
-def test_duplicates_dropped_are_recorded(tiny: Tiny, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_duplicates_dropped_are_recorded(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "d"
     (folder / "tiny").mkdir(parents=True)
     u, i, _, t = tiny.rows[0]

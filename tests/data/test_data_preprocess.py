@@ -33,8 +33,11 @@ def test_timestamp_ties_are_broken_by_file_order() -> None:
 def test_without_timestamps_the_last_in_file_order_wins() -> None:
     data, rep = _prep(b"1 1 2\n1 2 4\n1 1 3\n2 1 1\n1 1 5\n", SPACE)
     assert rep.duplicates_dropped == 2 and data.timestamps is None
-    assert list(zip(data.users.tolist(), data.items.tolist(), data.ratings.tolist(),
-                    strict=True)) == [(0, 1, 4.0), (1, 0, 1.0), (0, 0, 5.0)]
+    assert list(zip(data.users.tolist(), data.items.tolist(), data.ratings.tolist(), strict=True)) == [
+        (0, 1, 4.0),
+        (1, 0, 1.0),
+        (0, 0, 5.0),
+    ]
 
 
 def test_only_duplicates() -> None:

@@ -23,8 +23,11 @@ def test_builtin_registry_matches_the_issue() -> None:
     assert ml.sha256 == "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229"
     assert ml.size == 4_924_029 and ml.member == "ml-100k/u.data" and ml.archive == "zip"
     assert ml.format is not None and ml.format.separator == "\t" and ml.timestamps
-    assert ml.expected is not None and (ml.expected.users, ml.expected.items,
-                                        ml.expected.ratings) == (943, 1682, 100_000)
+    assert ml.expected is not None and (ml.expected.users, ml.expected.items, ml.expected.ratings) == (
+        943,
+        1682,
+        100_000,
+    )
     assert reg["ml-1m"].format.separator == "::"
     assert reg["ml-1m"].md5 == "c4d9eecfca2ab87c1945afe126590906"
     ft = reg["filmtrust"]
@@ -59,17 +62,20 @@ def test_unknown_dataset_lists_valid_names() -> None:
 
 def test_rating_scale_table(tmp_path: Path) -> None:
     f = tmp_path / "r.toml"
-    f.write_text(toml_dumps({"x": tiny_entry(rating_values=None,
-                                             rating_scale={"min": 1, "max": 3, "step": 0.5})}))
+    f.write_text(toml_dumps({"x": tiny_entry(rating_values=None, rating_scale={"min": 1, "max": 3, "step": 0.5})}))
     assert load_registry(f)["x"].rating_values == (1.0, 1.5, 2.0, 2.5, 3.0)
 
 
 BAD: list[tuple[dict[str, Any], str]] = [
     ({"archive": "rar"}, r"archive: 'rar' is not one of: zip, file"),
-    ({"format": {"separator": "\t", "columns": ["usr", "item"]}},
-     r"format.columns: 'usr' is not one of: user, item, rating, timestamp, skip"),
-    ({"format": {"separator": "\t", "columns": ["user", "item", "rating", "timestamp"],
-                 "parser": "xml"}}, r"format.parser: 'xml' is not one of: delimited"),
+    (
+        {"format": {"separator": "\t", "columns": ["usr", "item"]}},
+        r"format.columns: 'usr' is not one of: user, item, rating, timestamp, skip",
+    ),
+    (
+        {"format": {"separator": "\t", "columns": ["user", "item", "rating", "timestamp"], "parser": "xml"}},
+        r"format.parser: 'xml' is not one of: delimited",
+    ),
     ({"colour": "red"}, r"colour: unknown field; valid fields: archive, citation"),
     ({"member": None}, r"member: missing \(required\)"),
     ({"md5": "abc"}, r"md5: expected 32 hexadecimal digits"),
@@ -79,15 +85,16 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"rating_values": None}, r"rating_values: missing"),
     ({"member": "../etc/passwd"}, r"member: must be a relative path"),
     ({"expected": {"users": -1}}, r"expected.users: must be >= 0"),
-    ({"format": {"separator": "\t", "columns": ["user", "item"], "encoding": "klingon"}},
-     r"format.encoding: unknown codec"),
+    (
+        {"format": {"separator": "\t", "columns": ["user", "item"], "encoding": "klingon"}},
+        r"format.encoding: unknown codec",
+    ),
     ({"generator": "gan"}, r"generator: 'gan' is not one of: synthetic"),
 ]
 
 
 @pytest.mark.parametrize(("override", "message"), BAD)
-def test_bad_entry_names_field_and_choices(tmp_path: Path, override: dict[str, Any],
-                                           message: str) -> None:
+def test_bad_entry_names_field_and_choices(tmp_path: Path, override: dict[str, Any], message: str) -> None:
     f = tmp_path / "bad.toml"
     f.write_text(toml_dumps({"bad": tiny_entry(**override)}))
     with pytest.raises(RegistryError, match=message) as info:
@@ -103,8 +110,7 @@ def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
 
 
-def test_bad_entry_via_environment_is_reported(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_entry_via_environment_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     f = tmp_path / "bad.toml"
     f.write_text(toml_dumps({"bad": tiny_entry(archive="tar")}))
     monkeypatch.setenv("RECBENCH_DATASETS", str(f))

@@ -11,8 +11,9 @@ from recbench.data import DatasetError, Interactions, Split, leave_one_out, load
 from recbench.data.cache import data_home
 
 
-def _random_data(seed: int, n_users: int = 40, n_items: int = 200, timestamps: bool = True,
-                 max_per_user: int = 12) -> Interactions:
+def _random_data(
+    seed: int, n_users: int = 40, n_items: int = 200, timestamps: bool = True, max_per_user: int = 12
+) -> Interactions:
     rng = np.random.default_rng(seed)
     users, items = [], []
     for u in range(n_users):
@@ -51,8 +52,7 @@ def _check_split(data: Interactions, split: Split, validation: bool) -> None:
     assert len(split.train) + n_held == len(data)
     train_pairs = set(zip(split.train.users.tolist(), split.train.items.tolist(), strict=True))
     for h in held:
-        assert all((u, i) not in train_pairs
-                   for u, i in zip(h.users.tolist(), h.items.tolist(), strict=True))
+        assert all((u, i) not in train_pairs for u, i in zip(h.users.tolist(), h.items.tolist(), strict=True))
     if data.timestamps is not None:  # the test item is the user's latest (ties: file order)
         rows = {}
         for k, (u, i) in enumerate(zip(data.users.tolist(), data.items.tolist(), strict=True)):
@@ -67,8 +67,7 @@ def _check_split(data: Interactions, split: Split, validation: bool) -> None:
 @given(seed=st.integers(0, 10_000), validation=st.booleans(), timestamps=st.booleans())
 def test_split_properties(seed: int, validation: bool, timestamps: bool) -> None:
     data = _random_data(seed, timestamps=timestamps)
-    _check_split(data, leave_one_out(data, seed=seed, n_negatives=20, validation=validation),
-                 validation)
+    _check_split(data, leave_one_out(data, seed=seed, n_negatives=20, validation=validation), validation)
 
 
 def test_same_seed_identical_other_seed_other_negatives() -> None:
@@ -92,10 +91,16 @@ def test_without_timestamps_the_choice_is_random_but_seeded() -> None:
 
 
 def test_users_below_the_minimum_are_not_evaluated() -> None:
-    data = Interactions(name="m", users=np.array([0, 1, 1, 2, 2, 2], np.int32),
-                        items=np.array([0, 0, 1, 0, 1, 2], np.int32),
-                        ratings=np.ones(6, np.float32), timestamps=np.arange(6, dtype=np.int64),
-                        n_users=3, n_items=10, rating_values=(1.0,))
+    data = Interactions(
+        name="m",
+        users=np.array([0, 1, 1, 2, 2, 2], np.int32),
+        items=np.array([0, 0, 1, 0, 1, 2], np.int32),
+        ratings=np.ones(6, np.float32),
+        timestamps=np.arange(6, dtype=np.int64),
+        n_users=3,
+        n_items=10,
+        rating_values=(1.0,),
+    )
     s = leave_one_out(data, seed=0, n_negatives=3)
     assert s.test.users.tolist() == [1, 2] and s.n_not_evaluated == 1
     assert s.test.items.tolist() == [1, 2]
@@ -118,8 +123,7 @@ def test_load_split_is_cached_and_keyed() -> None:
     assert a.meta["data_fingerprint"] == c.meta["data_fingerprint"]
 
 
-def test_split_with_no_evaluable_user_is_an_error(tiny, monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path) -> None:
+def test_split_with_no_evaluable_user_is_an_error(tiny, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """A file of only duplicates (plus a one-interaction user): nothing to evaluate, said so."""
     from recbench.data import fetch
 

@@ -95,4 +95,6 @@ def test_training_items_are_excluded_from_full_ranking(small_split: Split) -> No
 
 def test_unknown_protocol(small_split: Split) -> None:
     with pytest.raises(ValueError, match="sampled, full"):
-        evaluate(TableModel(np.zeros((small_split.n_users, small_split.n_items))), small_split.train, small_split.test, "loo")
+        evaluate(
+            TableModel(np.zeros((small_split.n_users, small_split.n_items))), small_split.train, small_split.test, "loo"
+        )

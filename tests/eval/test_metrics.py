@@ -15,9 +15,7 @@ from recbench.eval import metrics
 def test_hand_computed_ranks() -> None:
     ranks = np.array([0, 1, 9, 10, 50])
     np.testing.assert_allclose(metrics.hit_rate(ranks, 10), [1, 1, 1, 0, 0])
-    np.testing.assert_allclose(
-        metrics.ndcg(ranks, 10), [1.0, 1 / math.log2(3), 1 / math.log2(11), 0.0, 0.0]
-    )
+    np.testing.assert_allclose(metrics.ndcg(ranks, 10), [1.0, 1 / math.log2(3), 1 / math.log2(11), 0.0, 0.0])
     s = metrics.summarize(ranks, ks=(1, 10))
     assert s["hr@1"] == pytest.approx(0.2)
     assert s["ndcg@1"] == pytest.approx(0.2)

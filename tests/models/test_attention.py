@@ -33,9 +33,7 @@ def hz() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize(("heads", "d_k", "d_v"), [(1, 8, 8), (4, 16, 16), (3, 5, 7)])
-def test_shapes_and_paths_agree(
-    hz: tuple[torch.Tensor, torch.Tensor], heads: int, d_k: int, d_v: int
-) -> None:
+def test_shapes_and_paths_agree(hz: tuple[torch.Tensor, torch.Tensor], heads: int, d_k: int, d_v: int) -> None:
     torch.manual_seed(0)
     h, z = hz
     block = CorrelationAttention(12, n_heads=heads, d_k=d_k, d_v=d_v)
@@ -68,9 +66,7 @@ def test_general_matrix_matches_reference() -> None:
     torch.manual_seed(1)
     block = CorrelationAttention(8, n_heads=2, d_k=4, d_v=4)
     m = torch.randn(3, 8, 8)
-    torch.testing.assert_close(
-        block.forward_matrix(m), reference_attention(block, m), atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(block.forward_matrix(m), reference_attention(block, m), atol=1e-5, rtol=1e-5)
 
 
 def test_head_gives_one_logit_per_row() -> None:
@@ -94,9 +90,7 @@ def test_diagonal_fast_path_matches_general() -> None:
 
 
 @pytest.mark.parametrize("rank_one", [True, False])
-def test_bf16_autocast_path_is_close_to_float32(
-    hz: tuple[torch.Tensor, torch.Tensor], rank_one: bool
-) -> None:
+def test_bf16_autocast_path_is_close_to_float32(hz: tuple[torch.Tensor, torch.Tensor], rank_one: bool) -> None:
     """Under CPU bf16 autocast the block takes its batched-matmul path (exp-normalised
     attention); it must agree with the float32 path to bf16 accuracy, with gradients."""
     torch.manual_seed(0)

@@ -75,9 +75,7 @@ def test_deterministic_and_pairs_match_batch(tiny_split: Split) -> None:
     batch = a.score(users, items)
     np.testing.assert_array_equal(batch, b.score(users, items))
     # eval-mode batch norm: a pair's score does not depend on the rest of the batch
-    single = np.array(
-        [a.score(users[k : k + 1], items[k : k + 1])[0] for k in range(0, len(users), 7)]
-    )
+    single = np.array([a.score(users[k : k + 1], items[k : k + 1])[0] for k in range(0, len(users), 7)])
     np.testing.assert_allclose(batch[::7], single, rtol=1e-4, atol=1e-5)
 
 

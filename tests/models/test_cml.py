@@ -75,9 +75,7 @@ def test_no_violation_no_loss(tiny_split: Split) -> None:
         m.module.user.weight[0] = torch.tensor([1.0, 0.0])
         m.module.item.weight[0] = torch.tensor([1.0, 0.0])  # the positive, at distance 0
         m.module.item.weight[1:] = torch.tensor([-1.0, 0.0])  # negatives at squared distance 4
-    loss = m.batch_loss(
-        torch.tensor([0]), torch.tensor([0]), torch.ones(1), torch.tensor([[1, 2, 3]])
-    )
+    loss = m.batch_loss(torch.tensor([0]), torch.tensor([0]), torch.ones(1), torch.tensor([[1, 2, 3]]))
     assert float(loss.detach()) == 0.0
 
 
@@ -114,9 +112,7 @@ def test_deterministic_and_pairs_match_batch(tiny_split: Split) -> None:
     items = tiny_split.test.candidates[:, :4].ravel()
     batch = a.score(users, items)
     np.testing.assert_array_equal(batch, b.score(users, items))
-    single = np.array(
-        [a.score(users[k : k + 1], items[k : k + 1])[0] for k in range(0, len(users), 7)]
-    )
+    single = np.array([a.score(users[k : k + 1], items[k : k + 1])[0] for k in range(0, len(users), 7)])
     np.testing.assert_allclose(batch[::7], single, rtol=1e-5, atol=1e-6)
 
 

@@ -126,9 +126,7 @@ def test_deterministic_and_pairs_match_batch(tiny_split: Split) -> None:
     items = tiny_split.test.candidates[:, :4].ravel()
     batch = a.score(users, items)
     np.testing.assert_array_equal(batch, b.score(users, items))
-    single = np.array(
-        [a.score(users[k : k + 1], items[k : k + 1])[0] for k in range(0, len(users), 7)]
-    )
+    single = np.array([a.score(users[k : k + 1], items[k : k + 1])[0] for k in range(0, len(users), 7)])
     np.testing.assert_allclose(batch[::7], single, rtol=1e-5, atol=1e-6)
     # the cached inference factors equal the training forward (unclamped cosine)
     assert a.module is not None

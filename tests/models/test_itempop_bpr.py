@@ -47,8 +47,12 @@ def test_bpr_adapter_matches_implicit_directly(small_split: Split) -> None:
     x = small_split.train.csr.copy()
     x.data[:] = 1.0
     ref = implicit.cpu.bpr.BayesianPersonalizedRanking(
-        factors=8, learning_rate=cfg.learning_rate, regularization=cfg.reg, iterations=5,
-        num_threads=1, random_state=seed,
+        factors=8,
+        learning_rate=cfg.learning_rate,
+        regularization=cfg.reg,
+        iterations=5,
+        num_threads=1,
+        random_state=seed,
     )
     ref.fit(x, show_progress=False)
     np.testing.assert_allclose(m.user_factors, ref.user_factors)

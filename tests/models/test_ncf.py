@@ -76,9 +76,7 @@ def test_deterministic_and_pairs_match_batch(tiny_split: Split) -> None:
     items = tiny_split.test.candidates[:, :4].ravel()
     batch = a.score(users, items)
     np.testing.assert_array_equal(batch, b.score(users, items))
-    single = np.array(
-        [a.score(users[k : k + 1], items[k : k + 1])[0] for k in range(0, len(users), 7)]
-    )
+    single = np.array([a.score(users[k : k + 1], items[k : k + 1])[0] for k in range(0, len(users), 7)])
     np.testing.assert_allclose(batch[::7], single, rtol=1e-5, atol=1e-6)
 
 
@@ -92,9 +90,7 @@ def test_pretrained_neumf_starts_as_the_alpha_mix_of_gmf_and_mlp() -> None:
     m._load_pretrained(neumf, gmf, mlp)
     u, i = torch.arange(6).repeat(9), torch.arange(9).repeat_interleave(6)
     with torch.no_grad():
-        torch.testing.assert_close(
-            neumf(u, i), 0.3 * gmf(u, i) + 0.7 * mlp(u, i), rtol=1e-5, atol=1e-6
-        )
+        torch.testing.assert_close(neumf(u, i), 0.3 * gmf(u, i) + 0.7 * mlp(u, i), rtol=1e-5, atol=1e-6)
 
 
 def test_pretraining_runs_gmf_mlp_then_neumf_with_sgd(tiny_split: Split) -> None:

@@ -58,16 +58,12 @@ def reference_factor(mod: OPECIModule, side: str, node: int, exclude: int = -1) 
     train = toy_train()
     if side == "user":
         nbrs = [
-            (int(a), float(r))
-            for u, a, r in zip(train.users, train.items, train.ratings, strict=True)
-            if u == node
+            (int(a), float(r)) for u, a, r in zip(train.users, train.items, train.ratings, strict=True) if u == node
         ]
         own, other, agg = mod.user_emb.weight[node], mod.item_emb.weight, mod.user_agg
     else:
         nbrs = [
-            (int(t), float(r))
-            for t, a, r in zip(train.users, train.items, train.ratings, strict=True)
-            if a == node
+            (int(t), float(r)) for t, a, r in zip(train.users, train.items, train.ratings, strict=True) if a == node
         ]
         own, other, agg = mod.item_emb.weight[node], mod.user_emb.weight, mod.item_agg
     nbrs = [(n, r) for n, r in nbrs if n != exclude]
@@ -77,9 +73,7 @@ def reference_factor(mod: OPECIModule, side: str, node: int, exclude: int = -1) 
     elif agg.mode == "mean":
         total = torch.stack(xs).mean(0)
     else:
-        scores = torch.stack(
-            [agg.w2(torch.relu(agg.w1(torch.cat([x, own])))).squeeze() for x in xs]
-        )
+        scores = torch.stack([agg.w2(torch.relu(agg.w1(torch.cat([x, own])))).squeeze() for x in xs])
         alpha = torch.softmax(scores, 0)
         total = sum(a * x for a, x in zip(alpha, xs, strict=True))
     return torch.relu(agg.out(total))
@@ -141,9 +135,7 @@ def test_aggregation_matches_per_user_reference(mode: str) -> None:
         # with one neighbour excluded, incl. user 3's only rating and item 5's only rater
         hx = mod.user_factors(torch.tensor([0, 2, 3]), torch.tensor([1, -1, 2]))
         for k, (u, ex) in enumerate([(0, 1), (2, -1), (3, 2)]):
-            torch.testing.assert_close(
-                hx[k], reference_factor(mod, "user", u, ex), atol=1e-6, rtol=1e-5
-            )
+            torch.testing.assert_close(hx[k], reference_factor(mod, "user", u, ex), atol=1e-6, rtol=1e-5)
         zx = mod.item_factors(torch.tensor([5, 0]), torch.tensor([2, 1]))
         torch.testing.assert_close(zx[0], reference_factor(mod, "item", 5, 2), atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(zx[1], reference_factor(mod, "item", 0, 1), atol=1e-6, rtol=1e-5)

@@ -28,8 +28,14 @@ def random_train(rng: np.random.Generator, n_users: int = 40, n_items: int = 50,
     u = np.append(u, [n_users - 1, 0])  # user n_users-1: one rating; item n_items-1: one rater
     i = np.append(i, [0, n_items - 1])
     r = rng.integers(1, 6, len(u)).astype(np.float32)
-    return TrainData(users=u.astype(np.int32), items=i.astype(np.int32), ratings=r, n_users=n_users,
-                     n_items=n_items, rating_values=(1.0, 2.0, 3.0, 4.0, 5.0))
+    return TrainData(
+        users=u.astype(np.int32),
+        items=i.astype(np.int32),
+        ratings=r,
+        n_users=n_users,
+        n_items=n_items,
+        rating_values=(1.0, 2.0, 3.0, 4.0, 5.0),
+    )
 
 
 def twins(train: TrainData, **over: object) -> tuple[OPECIModule, OPECIModule]:

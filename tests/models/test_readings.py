@@ -52,8 +52,12 @@ def test_revisions_separate_old_records(tiny_split: Split, tmp_path: Path) -> No
     assert get_model_class("ncf").revision_of(ncf0) == 1  # reg = 0 trains as before
     assert get_model_class("ncf").revision_of(resolve_config("ncf", sets={"reg": "0.01"})) == 2
     assert get_model_class("opeci").revision_of(resolve_config("opeci")) == 2
-    recs = run_grid(["tiny"], ["itempop", "opeci"], RunOptions(out=tmp_path, overrides={"opeci": TINY_OPECI}),
-                    split_loader=lambda _n: tiny_split)
+    recs = run_grid(
+        ["tiny"],
+        ["itempop", "opeci"],
+        RunOptions(out=tmp_path, overrides={"opeci": TINY_OPECI}),
+        split_loader=lambda _n: tiny_split,
+    )
     assert "revision" not in recs[0].data and recs[1]["revision"] == 2
     old = json.loads(json.dumps(recs[1].data))
     del old["revision"]  # a record of revision 1
@@ -108,8 +112,12 @@ def test_opeci_res_is_layernorm_of_m_plus_the_block(tiny_split: Split) -> None:
 @pytest.mark.parametrize("name", ["opeci-res", "cadncf", "outer-mlp"])
 def test_readings_learn_above_chance(name: str, small_split: Split) -> None:
     sets = {**TINY_OPECI, "epochs": 2} if name.startswith("opeci") else {"embedding_size": 16, "epochs": 3}
-    (rec,) = run_grid([small_split.dataset], [name], RunOptions(out=Path("/tmp") / f"readings-{name}", force=True,
-                      checkpoint=False, overrides={name: sets}), split_loader=lambda _n: small_split)
+    (rec,) = run_grid(
+        [small_split.dataset],
+        [name],
+        RunOptions(out=Path("/tmp") / f"readings-{name}", force=True, checkpoint=False, overrides={name: sets}),
+        split_loader=lambda _n: small_split,
+    )
     assert rec.status == "ok" and rec["metrics"]["sampled"]["hr@10"] > 0.2, rec.data.get("error") or rec["metrics"]
 
 
@@ -143,7 +151,9 @@ def test_diagnose_tells_flow_from_collapse(tiny_split: Split) -> None:
 
 def test_diagnose_command(tmp_path: Path) -> None:
     out = tmp_path / "d.json"
-    r = CliRunner().invoke(app, ["diagnose", "outer-mlp", "--set", "outer-mlp.embedding_size=8", "--items", "2", "--json", str(out)])
+    r = CliRunner().invoke(
+        app, ["diagnose", "outer-mlp", "--set", "outer-mlp.embedding_size=8", "--items", "2", "--json", str(out)]
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(out.read_text())
     assert doc["model"] == "outer-mlp" and doc["participation_ratio"] > 1 and doc["epochs"] == 0

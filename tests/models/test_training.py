@@ -90,13 +90,9 @@ class ToyPairwise(Toy):
     def batch_loss(  # type: ignore[override]
         self, users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
     ) -> torch.Tensor:
-        self.seen.append(
-            (users.numpy().copy(), items.numpy().copy(), targets.numpy().copy(), negatives.numpy().copy())
-        )
+        self.seen.append((users.numpy().copy(), items.numpy().copy(), targets.numpy().copy(), negatives.numpy().copy()))
         pos = self.forward(users, items)
-        neg = self.forward(
-            users.unsqueeze(1).expand_as(negatives).reshape(-1), negatives.reshape(-1)
-        )
+        neg = self.forward(users.unsqueeze(1).expand_as(negatives).reshape(-1), negatives.reshape(-1))
         return -torch.nn.functional.logsigmoid(pos.unsqueeze(1) - neg.view(negatives.shape)).mean()
 
 
@@ -183,15 +179,9 @@ def test_nce_targets_are_rating_over_max(tiny_split: Split) -> None:
     users, items, targets = _seen(m)
     pos = train.contains(users, items)
     assert (targets[~pos] == 0).all()
-    rating = {
-        (int(u), int(i)): float(r)
-        for u, i, r in zip(train.users, train.items, train.ratings, strict=True)
-    }
+    rating = {(int(u), int(i)): float(r) for u, i, r in zip(train.users, train.items, train.ratings, strict=True)}
     expect = np.array(
-        [
-            rating[(int(u), int(i))] / train.max_rating
-            for u, i in zip(users[pos], items[pos], strict=True)
-        ]
+        [rating[(int(u), int(i))] / train.max_rating for u, i in zip(users[pos], items[pos], strict=True)]
     )
     np.testing.assert_allclose(targets[pos], expect, rtol=1e-6)
     assert targets[pos].min() > 0 and targets[pos].max() == 1.0
@@ -297,7 +287,10 @@ def test_a_new_sampling_scheme_is_just_a_batches_method(tiny_split: Split) -> No
             users = torch.from_numpy(train.users.astype(np.int64))[perm]
             items = torch.from_numpy(train.items.astype(np.int64))[perm]
             ones = torch.ones(len(train))
-            parts = (((users[s : s + 64], items[s : s + 64], ones[s : s + 64]), len(users[s : s + 64])) for s in range(0, len(train), 64))
+            parts = (
+                ((users[s : s + 64], items[s : s + 64], ones[s : s + 64]), len(users[s : s + 64]))
+                for s in range(0, len(train), 64)
+            )
             return Batches(parts, len(train))
 
     train = tiny_split.train
@@ -327,7 +320,7 @@ def test_accelerator_nan_guard_reads_the_flag_only_every_sync_every_steps(tiny_s
     trainer.opt = m.optimizer()
     trainer.sync_every = 4
     trainer.checks_every_step = lambda loss: False  # type: ignore[method-assign]
-    good = lambda: (m.module.user.weight.sum() * 0 + 1.0)  # noqa: E731
+    good = lambda: m.module.user.weight.sum() * 0 + 1.0  # noqa: E731
     trainer.step(torch.tensor(float("nan"), requires_grad=True), 1, 0)  # not read yet
     trainer.step(good(), 1, 1)
     trainer.step(good(), 1, 2)
@@ -358,7 +351,9 @@ def test_rating_targets_in_every_nce_model(tiny_split: Split, name: str, normali
     users, items, targets = (t.numpy() for t in next(MODELS[name]().batches(train, np.random.default_rng(0)))[:3])
     pos = train.contains(users, items)
     assert pos.any() and (targets[~pos] == 0).all()
-    ratings = dict(zip((train.users.astype(np.int64) * train.n_items + train.items).tolist(), train.ratings.tolist(), strict=True))
+    ratings = dict(
+        zip((train.users.astype(np.int64) * train.n_items + train.items).tolist(), train.ratings.tolist(), strict=True)
+    )
     want = np.array([ratings[int(u) * train.n_items + int(i)] for u, i in zip(users[pos], items[pos], strict=True)])
     np.testing.assert_allclose(targets[pos], want / train.max_rating if normalised else 1.0, rtol=1e-6)
 

@@ -38,8 +38,9 @@ def test_the_readme_example_is_this_model() -> None:
 def test_run_a_model_by_module_and_class(jobs: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(REPO))
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # worker processes import it too
-    r = CliRunner().invoke(app, ["run", "--dataset", "synthetic", "--models", f"{REF},itempop", "--jobs", jobs,
-                                 "--out", str(tmp_path)])
+    r = CliRunner().invoke(
+        app, ["run", "--dataset", "synthetic", "--models", f"{REF},itempop", "--jobs", jobs, "--out", str(tmp_path)]
+    )
     assert r.exit_code == 0, r.output
     recs = {rec["model"]: rec for rec in iter_records(tmp_path)}
     assert recs["cocount"].status == "ok" and recs["cocount"]["model_ref"] == REF

@@ -29,8 +29,14 @@ KILLER = [sys.executable, str(Path(__file__).with_name("_killer.py"))]
 # both protocols (so every record has two rank arrays and a validation-free split).
 GRID_SEEDS = (0, 1, 2, 3, 4)
 GRID = [
-    "--dataset", "synthetic", "--models", "itempop,bpr", "--set", "bpr.epochs=5",
-    "--protocol", "both",
+    "--dataset",
+    "synthetic",
+    "--models",
+    "itempop,bpr",
+    "--set",
+    "bpr.epochs=5",
+    "--protocol",
+    "both",
 ]
 N_CELLS = 2 * len(GRID_SEEDS)
 
@@ -70,20 +76,31 @@ def recbench(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``recbench ARGS`` in a fresh process and wait for it."""
     return subprocess.run(
-        [*RECBENCH, *map(str, args)], cwd=REPO, env=env or child_env(),
-        capture_output=True, text=True, timeout=timeout, check=False,
+        [*RECBENCH, *map(str, args)],
+        cwd=REPO,
+        env=env or child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
 def spawn(
-    args: Sequence[str], log: Path, *, env: dict[str, str] | None = None,
+    args: Sequence[str],
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
     command: Sequence[str] = RECBENCH,
 ) -> subprocess.Popen[bytes]:
     """Start ``recbench ARGS`` (or ``command ARGS``) in the background, output to ``log``."""
     with log.open("wb") as fh:
         return subprocess.Popen(
-            [*command, *map(str, args)], cwd=REPO, env=env or child_env(),
-            stdout=fh, stderr=subprocess.STDOUT,
+            [*command, *map(str, args)],
+            cwd=REPO,
+            env=env or child_env(),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
         )
 
 

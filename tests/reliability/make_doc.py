@@ -26,7 +26,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "reliability.md"
 CATEGORIES = ["downloads", "parsers", "cache", "runs", "models", "configuration", "reproducibility", "security"]
-SUMMARY = {"passed": "held", "failed": "FAILED", "known gap": "known gaps (expected failures)", "running": "did not finish"}
+SUMMARY = {
+    "passed": "held",
+    "failed": "FAILED",
+    "known gap": "known gaps (expected failures)",
+    "running": "did not finish",
+}
 MARK = {"passed": "✅ held", "failed": "❌ FAILED", "known gap": "⚠️ known gap", "running": "? did not finish"}
 
 
@@ -91,7 +96,13 @@ def render(log: dict[str, Any], seconds: float | None = None) -> str:
         fc = [f for f in counted if f["category"] == c]
         lines.append(f"| {c} | {len(fc)} | {sum(f['outcome'] == 'passed' for f in fc)} |")
     for c in cats:
-        lines += ["", f"## {c.capitalize()}", "", "| # | Fault injected | What recbench does | Result | Test |", "| ---: | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            f"## {c.capitalize()}",
+            "",
+            "| # | Fault injected | What recbench does | Result | Test |",
+            "| ---: | --- | --- | --- | --- |",
+        ]
         n = 0
         for f in faults:
             if f["category"] != c:
@@ -106,7 +117,9 @@ def render(log: dict[str, Any], seconds: float | None = None) -> str:
                 seen += f" **[{f['outcome']}: {f['error']}]**"
             test = f["test"].split("::", 1)
             test_ref = f"`{Path(test[0]).name}::{test[1].split('[')[0]}`" if len(test) == 2 else f"`{f['test']}`"
-            lines.append(f"| {num} | {_cell(f['name'])} | {_cell(seen)} | {MARK.get(f['outcome'], f['outcome'])} | {test_ref} |")
+            lines.append(
+                f"| {num} | {_cell(f['name'])} | {_cell(seen)} | {MARK.get(f['outcome'], f['outcome'])} | {test_ref} |"
+            )
     lines += [
         "",
         "Rows marked *check* are verification steps (a clean rerun after a series of kills, a "
@@ -119,7 +132,9 @@ def render(log: dict[str, Any], seconds: float | None = None) -> str:
 def run_suite(log: Path) -> tuple[int, float]:
     env = dict(os.environ, RECBENCH_FAULT_LOG=str(log))
     t0 = time.perf_counter()
-    rc = subprocess.call([sys.executable, "-m", "pytest", "tests/reliability", "-q", "-p", "no:cacheprovider"], cwd=REPO, env=env)
+    rc = subprocess.call(
+        [sys.executable, "-m", "pytest", "tests/reliability", "-q", "-p", "no:cacheprovider"], cwd=REPO, env=env
+    )
     return rc, time.perf_counter() - t0
 
 

@@ -72,8 +72,11 @@ def test_flipped_byte_without_source_is_refused(fetched: Tiny) -> None:
     shutil.rmtree(fetched.folder)
     npz = _dataset_files()[0]
     _flip(npz, npz.stat().st_size // 2)
-    with pytest.raises(DatasetError, match=r"cached tiny is corrupted .* was not used; run "
-                                           r"`recbench fetch tiny --force"):
+    with pytest.raises(
+        DatasetError,
+        match=r"cached tiny is corrupted .* was not used; run "
+        r"`recbench fetch tiny --force",
+    ):
         load_dataset("tiny")
     with pytest.raises(DatasetError):
         load_split("tiny", n_negatives=N_NEG)

@@ -28,9 +28,22 @@ pytestmark = pytest.mark.timeout(300)
 CASES = {
     "ncf": ["--set", "ncf.epochs=8"],
     "opeci": [
-        "--set", "opeci.epochs=4", "--set", "opeci.embedding_size=16", "--set", "opeci.d_k=4",
-        "--set", "opeci.d_v=4", "--set", "opeci.mlp_hidden=(32,)", "--set", "opeci.attention_hidden=16",
-        "--set", "opeci.n_negatives=2", "--set", "opeci.precise_bn_batches=5",
+        "--set",
+        "opeci.epochs=4",
+        "--set",
+        "opeci.embedding_size=16",
+        "--set",
+        "opeci.d_k=4",
+        "--set",
+        "opeci.d_v=4",
+        "--set",
+        "opeci.mlp_hidden=(32,)",
+        "--set",
+        "opeci.attention_hidden=16",
+        "--set",
+        "opeci.n_negatives=2",
+        "--set",
+        "opeci.precise_bn_batches=5",
     ],
 }
 
@@ -150,7 +163,9 @@ def test_no_checkpoint_and_checkpoint_every(tiny_split, tmp_path: Path) -> None:
 def test_checkpoint_format_refuses_damage() -> None:
     import torch
 
-    blob = encode({"epoch": 3}, {"module": {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "s": torch.tensor(2.5)}})
+    blob = encode(
+        {"epoch": 3}, {"module": {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "s": torch.tensor(2.5)}}
+    )
     meta, groups = decode(blob)
     assert meta == {"epoch": 3} and torch.equal(groups["module"]["w"], torch.arange(6.0).reshape(2, 3))
     assert groups["module"]["s"].shape == () and float(groups["module"]["s"]) == 2.5
@@ -168,5 +183,7 @@ def test_records_say_what_code_made_them(tiny_split, tmp_path: Path) -> None:
     assert code["version"]
     repo = Path(__file__).resolve().parents[2]
     if (repo / ".git").exists():
-        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
         assert code["commit"] == head and isinstance(code["dirty"], bool)

@@ -31,6 +31,7 @@ def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setenv("TERMINAL_WIDTH", "200")
 
+
 BPR_FIELDS = [f.name for f in dataclasses.fields(MODELS["bpr"].Config)]
 
 
@@ -56,22 +57,78 @@ def _error_line(output: str) -> str:
 # (fault, arguments after `run`, strings the error must contain)
 RUN_CASES: list[tuple[str, list[str], list[str]]] = [
     ("unknown model in --models", ["-d", "synthetic", "-m", "itempop,nosuch"], ["unknown model 'nosuch'", *MODELS]),
-    ("unknown dataset in --dataset", ["-d", "nosuch", "-m", "itempop"], ["unknown dataset 'nosuch'", "ml-100k", "synthetic"]),
-    ("unknown --set parameter (bpr.nope=1)", ["-d", "synthetic", "-m", "bpr", "--set", "bpr.nope=1"], ["unknown parameter bpr.nope", *BPR_FIELDS]),
-    ("--set for a model that is not in --models", ["-d", "synthetic", "-m", "itempop", "--set", "bpr.epochs=3"], ["not in --models", "itempop"]),
-    ("--set without MODEL.PARAM=VALUE shape (bpr.epochs)", ["-d", "synthetic", "-m", "bpr", "--set", "bpr.epochs"], ["MODEL.PARAM=VALUE"]),
-    ("--set integer parameter given a word (bpr.epochs=lots)", ["-d", "synthetic", "-m", "bpr", "--set", "bpr.epochs=lots"], ["bpr.epochs", "expected an integer", "'lots'"]),
-    ("--set integer parameter given a fraction (bpr.epochs=2.5)", ["-d", "synthetic", "-m", "bpr", "--set", "bpr.epochs=2.5"], ["bpr.epochs", "expected an integer"]),
-    ("--set float parameter given a word (bpr.learning_rate=fast)", ["-d", "synthetic", "-m", "bpr", "--set", "bpr.learning_rate=fast"], ["bpr.learning_rate", "expected a number"]),
-    ("--set boolean parameter given 'maybe' (ncf.pretrain=maybe)", ["-d", "synthetic", "-m", "ncf", "--set", "ncf.pretrain=maybe"], ["ncf.pretrain", "true/false"]),
-    ("--set tuple parameter with a non-integer element (ncf.mlp_layers=64,x)", ["-d", "synthetic", "-m", "ncf", "--set", "ncf.mlp_layers=64,x"], ["ncf.mlp_layers", "expected an integer"]),
-    ("--protocol not one of sampled/full/both", ["-d", "synthetic", "-m", "itempop", "--protocol", "loo"], ["'loo'", "sampled", "full", "both"]),
-    ("--seeds not integers", ["-d", "synthetic", "-m", "itempop", "--seeds", "0,x"], ["--seeds", "comma-separated integers"]),
+    (
+        "unknown dataset in --dataset",
+        ["-d", "nosuch", "-m", "itempop"],
+        ["unknown dataset 'nosuch'", "ml-100k", "synthetic"],
+    ),
+    (
+        "unknown --set parameter (bpr.nope=1)",
+        ["-d", "synthetic", "-m", "bpr", "--set", "bpr.nope=1"],
+        ["unknown parameter bpr.nope", *BPR_FIELDS],
+    ),
+    (
+        "--set for a model that is not in --models",
+        ["-d", "synthetic", "-m", "itempop", "--set", "bpr.epochs=3"],
+        ["not in --models", "itempop"],
+    ),
+    (
+        "--set without MODEL.PARAM=VALUE shape (bpr.epochs)",
+        ["-d", "synthetic", "-m", "bpr", "--set", "bpr.epochs"],
+        ["MODEL.PARAM=VALUE"],
+    ),
+    (
+        "--set integer parameter given a word (bpr.epochs=lots)",
+        ["-d", "synthetic", "-m", "bpr", "--set", "bpr.epochs=lots"],
+        ["bpr.epochs", "expected an integer", "'lots'"],
+    ),
+    (
+        "--set integer parameter given a fraction (bpr.epochs=2.5)",
+        ["-d", "synthetic", "-m", "bpr", "--set", "bpr.epochs=2.5"],
+        ["bpr.epochs", "expected an integer"],
+    ),
+    (
+        "--set float parameter given a word (bpr.learning_rate=fast)",
+        ["-d", "synthetic", "-m", "bpr", "--set", "bpr.learning_rate=fast"],
+        ["bpr.learning_rate", "expected a number"],
+    ),
+    (
+        "--set boolean parameter given 'maybe' (ncf.pretrain=maybe)",
+        ["-d", "synthetic", "-m", "ncf", "--set", "ncf.pretrain=maybe"],
+        ["ncf.pretrain", "true/false"],
+    ),
+    (
+        "--set tuple parameter with a non-integer element (ncf.mlp_layers=64,x)",
+        ["-d", "synthetic", "-m", "ncf", "--set", "ncf.mlp_layers=64,x"],
+        ["ncf.mlp_layers", "expected an integer"],
+    ),
+    (
+        "--protocol not one of sampled/full/both",
+        ["-d", "synthetic", "-m", "itempop", "--protocol", "loo"],
+        ["'loo'", "sampled", "full", "both"],
+    ),
+    (
+        "--seeds not integers",
+        ["-d", "synthetic", "-m", "itempop", "--seeds", "0,x"],
+        ["--seeds", "comma-separated integers"],
+    ),
     ("--seeds empty", ["-d", "synthetic", "-m", "itempop", "--seeds", ","], ["--seeds", "no seed"]),
-    ("--device not a device", ["-d", "synthetic", "-m", "itempop", "--device", "gpu"], ["unknown device 'gpu'", "cpu", "cuda", "auto"]),
-    ("--early-stopping without --validation", ["-d", "synthetic", "-m", "ncf", "--early-stopping", "3"], ["--early-stopping", "--validation"]),
+    (
+        "--device not a device",
+        ["-d", "synthetic", "-m", "itempop", "--device", "gpu"],
+        ["unknown device 'gpu'", "cpu", "cuda", "auto"],
+    ),
+    (
+        "--early-stopping without --validation",
+        ["-d", "synthetic", "-m", "ncf", "--early-stopping", "3"],
+        ["--early-stopping", "--validation"],
+    ),
     # an unfetched data set: the bad value must be reported before any download is attempted
-    ("bad --set together with a data set that is not fetched yet", ["-d", "ml-100k", "-m", "bpr", "--set", "bpr.nope=1"], ["unknown parameter bpr.nope", *BPR_FIELDS]),
+    (
+        "bad --set together with a data set that is not fetched yet",
+        ["-d", "ml-100k", "-m", "bpr", "--set", "bpr.nope=1"],
+        ["unknown parameter bpr.nope", *BPR_FIELDS],
+    ),
 ]
 
 
@@ -136,31 +193,79 @@ def test_report_config_errors(fault: Any, tmp_path: Path, name: str, args: list[
 _SYN = 'generator = "synthetic"\nrating_values = [1, 2, 3, 4, 5]\ntimestamps = true\n'
 _ZIP = (
     'urls = ["https://example.invalid/x.zip"]\narchive = "zip"\nmember = "x/ratings.dat"\n'
-    'rating_values = [1, 2, 3, 4, 5]\ntimestamps = false\n'
+    "rating_values = [1, 2, 3, 4, 5]\ntimestamps = false\n"
     '[{name}.format]\nseparator = "::"\ncolumns = ["user", "item", "rating"]\n'
 )
 
 # (fault, TOML text or None for a missing file, dataset to run, strings the error must contain)
 TOML_CASES: list[tuple[str, str | None, str, list[str]]] = [
     ("datasets.toml that is not valid TOML", "[broken\nurls = ", "synthetic", ["invalid TOML"]),
-    ("datasets.toml entry with an unknown field", "[mine]\n" + _SYN + "colour = 'red'\n", "synthetic", ["[mine] colour", "unknown field", "valid fields", "generator", "urls"]),
-    ("datasets.toml entry with an unknown archive kind", "[mine]\n" + _ZIP.replace('"zip"', '"rar"').format(name="mine"), "mine", ["[mine] archive", "'rar'", "zip, file"]),
-    ("datasets.toml entry with an unknown generator", "[mine]\n" + _SYN.replace('"synthetic"', '"magic"'), "mine", ["[mine] generator", "'magic'", "synthetic"]),
-    ("datasets.toml rating_values that is not a list", "[mine]\n" + _SYN.replace("[1, 2, 3, 4, 5]", '"five"'), "mine", ["[mine] rating_values", "a list"]),
-    ("datasets.toml member escaping the archive (../x)", "[mine]\n" + _ZIP.replace("x/ratings.dat", "../x").format(name="mine"), "mine", ["[mine] member", "relative path"]),
-    ("datasets.toml format with an unknown column name", "[mine]\n" + _ZIP.replace('"rating"]', '"stars"]').format(name="mine"), "mine", ["[mine] format.columns", "'stars'", "user, item, rating"]),
+    (
+        "datasets.toml entry with an unknown field",
+        "[mine]\n" + _SYN + "colour = 'red'\n",
+        "synthetic",
+        ["[mine] colour", "unknown field", "valid fields", "generator", "urls"],
+    ),
+    (
+        "datasets.toml entry with an unknown archive kind",
+        "[mine]\n" + _ZIP.replace('"zip"', '"rar"').format(name="mine"),
+        "mine",
+        ["[mine] archive", "'rar'", "zip, file"],
+    ),
+    (
+        "datasets.toml entry with an unknown generator",
+        "[mine]\n" + _SYN.replace('"synthetic"', '"magic"'),
+        "mine",
+        ["[mine] generator", "'magic'", "synthetic"],
+    ),
+    (
+        "datasets.toml rating_values that is not a list",
+        "[mine]\n" + _SYN.replace("[1, 2, 3, 4, 5]", '"five"'),
+        "mine",
+        ["[mine] rating_values", "a list"],
+    ),
+    (
+        "datasets.toml member escaping the archive (../x)",
+        "[mine]\n" + _ZIP.replace("x/ratings.dat", "../x").format(name="mine"),
+        "mine",
+        ["[mine] member", "relative path"],
+    ),
+    (
+        "datasets.toml format with an unknown column name",
+        "[mine]\n" + _ZIP.replace('"rating"]', '"stars"]').format(name="mine"),
+        "mine",
+        ["[mine] format.columns", "'stars'", "user, item, rating"],
+    ),
     ("RECBENCH_DATASETS naming a missing file", None, "synthetic", ["registry file not found"]),
 ]
 
 # Parameters of a generated data set are not validated by the registry (recbench/data/registry.py,
 # owned by the data layer): they reach make_synthetic() and crash with a TypeError traceback.
 GENERATOR_CASES: list[tuple[str, str, str, list[str]]] = [
-    ("datasets.toml generator params with an unknown name", "[mine]\n" + _SYN + "[mine.params]\nn_userz = 50\n", "mine", ["[mine]", "n_userz", "n_users"]),
-    ("datasets.toml generator params of the wrong type", "[mine]\n" + _SYN + '[mine.params]\nn_users = "many"\n', "mine", ["[mine]", "n_users", "integer"]),
+    (
+        "datasets.toml generator params with an unknown name",
+        "[mine]\n" + _SYN + "[mine.params]\nn_userz = 50\n",
+        "mine",
+        ["[mine]", "n_userz", "n_users"],
+    ),
+    (
+        "datasets.toml generator params of the wrong type",
+        "[mine]\n" + _SYN + '[mine.params]\nn_users = "many"\n',
+        "mine",
+        ["[mine]", "n_users", "integer"],
+    ),
 ]
 
 
-def _toml_case(fault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str | None, dataset: str, needles: list[str]) -> None:
+def _toml_case(
+    fault: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    text: str | None,
+    dataset: str,
+    needles: list[str],
+) -> None:
     with fault(name, "configuration") as f:
         extra = tmp_path / "extra-datasets.toml"
         if text is not None:
@@ -169,7 +274,9 @@ def _toml_case(fault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name
         out = tmp_path / "results"
         r = runner.invoke(app, ["run", "-d", dataset, "-m", "itempop", "--out", str(out)])
         if r.exit_code != 2:  # say what happened instead (a known gap's row shows it)
-            f.observed(f"exit {r.exit_code} with {type(r.exception).__name__}: {r.exception} (a traceback, not a one-line error)")
+            f.observed(
+                f"exit {r.exit_code} with {type(r.exception).__name__}: {r.exception} (a traceback, not a one-line error)"
+            )
         assert r.exit_code == 2, r.output
         line = _error_line(r.output)
         for n in needles:
@@ -179,12 +286,22 @@ def _toml_case(fault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name
 
 
 @pytest.mark.parametrize(("name", "text", "dataset", "needles"), TOML_CASES, ids=[c[0] for c in TOML_CASES])
-def test_bad_datasets_toml(fault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str | None, dataset: str, needles: list[str]) -> None:
+def test_bad_datasets_toml(
+    fault: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    text: str | None,
+    dataset: str,
+    needles: list[str],
+) -> None:
     _toml_case(fault, tmp_path, monkeypatch, name, text, dataset, needles)
 
 
 @pytest.mark.parametrize(("name", "text", "dataset", "needles"), GENERATOR_CASES, ids=[c[0] for c in GENERATOR_CASES])
-def test_bad_generator_params(fault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str, dataset: str, needles: list[str]) -> None:
+def test_bad_generator_params(
+    fault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str, dataset: str, needles: list[str]
+) -> None:
     _toml_case(fault, tmp_path, monkeypatch, name, text, dataset, needles)
 
 

@@ -82,8 +82,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     httpd.daemon_threads = True
     state = Server(port=httpd.server_address[1])
     httpd.state = state  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield state
@@ -150,8 +149,7 @@ def test_checksum_mismatch(server: Server, tiny: Tiny) -> None:
 
 
 @pytest.mark.parametrize("checksum", [True, False])
-def test_truncated_archive(server: Server, tiny: Tiny, monkeypatch: pytest.MonkeyPatch,
-                           checksum: bool) -> None:
+def test_truncated_archive(server: Server, tiny: Tiny, monkeypatch: pytest.MonkeyPatch, checksum: bool) -> None:
     if not checksum:
         tiny.register(monkeypatch, urls=[server.url("/tiny.zip")], md5=None, sha256=None)
     blob = tiny.archive.read_bytes()
@@ -173,15 +171,16 @@ def test_server_drops_connection_half_way(server: Server, tiny: Tiny, mode: str)
     with pytest.raises(DatasetError) as exc:
         fetch("tiny", progress=False)
     msg = _one_line(exc)
-    assert ("truncated: the connection closed after" in msg or "connection lost" in msg), msg
+    assert "truncated: the connection closed after" in msg or "connection lost" in msg, msg
     assert "--from" in msg
     _nothing_trusted()
     _retry_succeeds(server, tiny)
 
 
 @pytest.mark.parametrize("mode", ["html", "html-sniffed"])
-def test_html_error_page_with_status_200(server: Server, tiny: Tiny,
-                                         monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+def test_html_error_page_with_status_200(
+    server: Server, tiny: Tiny, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
     tiny.register(monkeypatch, urls=[server.url("/tiny.zip")], md5=None, sha256=None)
     page = b"<!DOCTYPE html>\n<html><body>Rate limit exceeded, try later</body></html>\n"
     server.routes["/tiny.zip"] = (mode, page)
@@ -192,10 +191,10 @@ def test_html_error_page_with_status_200(server: Server, tiny: Tiny,
     _retry_succeeds(server, tiny)
 
 
-@pytest.mark.parametrize("evil", ["../evil.txt", "/tmp/evil.txt", "tiny/../../evil.txt",
-                                  "C:/evil.txt", "..\\evil.txt"])
-def test_unsafe_member_refused(server: Server, tiny: Tiny, monkeypatch: pytest.MonkeyPatch,
-                               tmp_path: Path, evil: str) -> None:
+@pytest.mark.parametrize("evil", ["../evil.txt", "/tmp/evil.txt", "tiny/../../evil.txt", "C:/evil.txt", "..\\evil.txt"])
+def test_unsafe_member_refused(
+    server: Server, tiny: Tiny, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, evil: str
+) -> None:
     tiny.register(monkeypatch, urls=[server.url("/tiny.zip")], md5=None, sha256=None)
     server.routes["/tiny.zip"] = ("ok", zip_bytes({MEMBER: tiny.data, evil: b"owned\n"}))
     with pytest.raises(DatasetError) as exc:
@@ -217,8 +216,7 @@ def _patched_declared_size(blob: bytes, size: int) -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["ratio", "declared"])
-def test_zip_bomb_refused(server: Server, tiny: Tiny, monkeypatch: pytest.MonkeyPatch,
-                          kind: str) -> None:
+def test_zip_bomb_refused(server: Server, tiny: Tiny, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     tiny.register(monkeypatch, urls=[server.url("/tiny.zip")], md5=None, sha256=None)
     if kind == "ratio":
         buf = io.BytesIO()
@@ -269,8 +267,7 @@ def test_http_404_then_mirror(server: Server, tiny: Tiny, monkeypatch: pytest.Mo
         fetch("tiny", progress=False)
     assert "HTTP 404" in _one_line(exc) and "--from" in str(exc.value)
     _nothing_trusted()
-    tiny.register(monkeypatch, urls=[server.url("/gone.zip"), server.url("/tiny.zip")],
-                  md5=tiny.md5)
+    tiny.register(monkeypatch, urls=[server.url("/gone.zip"), server.url("/tiny.zip")], md5=tiny.md5)
     assert len(fetch("tiny", progress=False)) == 120
     assert server.hits == ["/gone.zip", "/gone.zip", "/tiny.zip"]
 
@@ -284,11 +281,13 @@ def test_from_a_mirror_url_is_verified(server: Server, tiny: Tiny) -> None:
     assert len(fetch("tiny", source=server.url("/mirror/tiny.zip"), progress=False)) == 120
 
 
-def test_plain_file_without_checksum_records_and_verifies(server: Server, tiny: Tiny,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plain_file_without_checksum_records_and_verifies(
+    server: Server, tiny: Tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A yelp-like data set: the download is the ratings file, no published checksum."""
-    tiny.register(monkeypatch, urls=[server.url("/tiny.rating")], archive="file",
-                  member="tiny.rating", md5=None, sha256=None)
+    tiny.register(
+        monkeypatch, urls=[server.url("/tiny.rating")], archive="file", member="tiny.rating", md5=None, sha256=None
+    )
     server.routes["/tiny.rating"] = ("ok", tiny.data)
     assert len(fetch("tiny", progress=False)) == 120
     sha = hashlib.sha256(tiny.data).hexdigest()

@@ -18,7 +18,18 @@ from ._procs import LARGE, child_env, large_env, recbench, spawn
 
 pytestmark = pytest.mark.timeout(300)
 
-GRID = ["--dataset", "synthetic", "--models", "itempop,ncf", "--set", "ncf.epochs=2", "--seeds", "0,1", "--protocol", "both"]
+GRID = [
+    "--dataset",
+    "synthetic",
+    "--models",
+    "itempop,ncf",
+    "--set",
+    "ncf.epochs=2",
+    "--seeds",
+    "0,1",
+    "--protocol",
+    "both",
+]
 
 
 def _records(out: Path) -> dict[tuple[str, int], Record]:

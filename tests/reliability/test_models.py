@@ -32,11 +32,27 @@ from ._procs import cli
 
 def test_diverging_losses_are_recorded_and_the_grid_goes_on(fault: Any, tmp_path: Path) -> None:
     out = tmp_path / "results"
-    r = cli([
-        "run", "-d", "synthetic", "-m", "ncf,bpr,itempop", "--out", out,
-        "--set", "ncf.learning_rate=1e9", "--set", "ncf.epochs=2", "--set", "ncf.batch_size=4096",
-        "--set", "bpr.learning_rate=1e30", "--set", "bpr.epochs=5",
-    ])
+    r = cli(
+        [
+            "run",
+            "-d",
+            "synthetic",
+            "-m",
+            "ncf,bpr,itempop",
+            "--out",
+            out,
+            "--set",
+            "ncf.learning_rate=1e9",
+            "--set",
+            "ncf.epochs=2",
+            "--set",
+            "ncf.batch_size=4096",
+            "--set",
+            "bpr.learning_rate=1e30",
+            "--set",
+            "bpr.epochs=5",
+        ]
+    )
     recs = {rec["model"]: rec for rec in iter_records(out)}
     with fault("NCF trained with learning_rate=1e9 (PyTorch loop: loss becomes NaN)", "models") as f:
         assert r.exit_code == 1, r.output
@@ -105,7 +121,9 @@ def tiny() -> Split:
     return leave_one_out(make_synthetic(n_users=60, n_items=150, mean_interactions=20, seed=1, name="tiny"), seed=0)
 
 
-def test_infinite_loss_in_the_shared_training_loop(fault: Any, tiny: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_infinite_loss_in_the_shared_training_loop(
+    fault: Any, tiny: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(registry.MODELS, "infloss", InfLoss)
     with fault("a PyTorch model whose loss becomes +inf at its 3rd batch", "models") as f:
         recs = run_grid(["tiny"], ["infloss", "itempop"], RunOptions(out=tmp_path), split_loader=lambda _: tiny)
@@ -140,15 +158,50 @@ def _calls(split: Split) -> list[tuple[str, Callable[[Model], Any], type[Excepti
     nu, ni = split.n_users, split.n_items
     z = np.zeros(1, dtype=np.int64)
     return [
-        (f"user id = n_users ({nu}) passed to score", lambda m: m.score(np.array([nu]), z), IndexError, f"user id out of range 0..{nu - 1}"),
-        (f"item id = n_items ({ni}) passed to score", lambda m: m.score(z, np.array([ni])), IndexError, f"item id out of range 0..{ni - 1}"),
+        (
+            f"user id = n_users ({nu}) passed to score",
+            lambda m: m.score(np.array([nu]), z),
+            IndexError,
+            f"user id out of range 0..{nu - 1}",
+        ),
+        (
+            f"item id = n_items ({ni}) passed to score",
+            lambda m: m.score(z, np.array([ni])),
+            IndexError,
+            f"item id out of range 0..{ni - 1}",
+        ),
         ("negative user id passed to score", lambda m: m.score(np.array([-1]), z), IndexError, "user id out of range"),
         ("negative item id passed to score", lambda m: m.score(z, np.array([-3])), IndexError, "item id out of range"),
-        ("out-of-range user passed to score_matrix (full ranking)", lambda m: m.score_matrix(np.array([0, nu + 7])), IndexError, "user id out of range"),
-        ("users and items of different lengths passed to score", lambda m: m.score(np.array([0, 1]), z), ValueError, "same shape"),
-        ("fractional item id (1.5) passed to score", lambda m: m.score(z, np.array([1.5])), ValueError, "items: ids must be whole numbers, got 1.5"),
-        ("NaN user id passed to score_matrix", lambda m: m.score_matrix(np.array([0.0, np.nan])), ValueError, "users: ids must be whole numbers, got nan"),
-        ("string item ids passed to score", lambda m: m.score(z, np.array(["0"])), TypeError, "items: ids must be integers"),
+        (
+            "out-of-range user passed to score_matrix (full ranking)",
+            lambda m: m.score_matrix(np.array([0, nu + 7])),
+            IndexError,
+            "user id out of range",
+        ),
+        (
+            "users and items of different lengths passed to score",
+            lambda m: m.score(np.array([0, 1]), z),
+            ValueError,
+            "same shape",
+        ),
+        (
+            "fractional item id (1.5) passed to score",
+            lambda m: m.score(z, np.array([1.5])),
+            ValueError,
+            "items: ids must be whole numbers, got 1.5",
+        ),
+        (
+            "NaN user id passed to score_matrix",
+            lambda m: m.score_matrix(np.array([0.0, np.nan])),
+            ValueError,
+            "users: ids must be whole numbers, got nan",
+        ),
+        (
+            "string item ids passed to score",
+            lambda m: m.score(z, np.array(["0"])),
+            TypeError,
+            "items: ids must be integers",
+        ),
     ]
 
 

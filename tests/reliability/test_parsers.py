@@ -25,8 +25,9 @@ FORMATS = {
     "space": (FormatSpec(" ", ("user", "item", "rating")), HALVES),
     "csv-header": (FormatSpec(",", ("user", "item", "skip", "rating"), header=True), FIVE),
 }
-FUZZ = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 
 
 def _check_result(p: ParsedRatings, scale: tuple[float, ...]) -> None:
@@ -65,9 +66,37 @@ def test_fuzz_random_bytes(data: bytes, name: str) -> None:
     _parse_or_clean_error(data, name)
 
 
-_TOKENS = st.sampled_from(["1", "2", "10", "3.5", "0.5", "5", "-1", "x", "", " ", "\t", "::", ":",
-                           ",", "\n", "\r\n", "\r", "1e0", "nan", "inf", "99999999999999999999",
-                           "é", "\x00", "\x1f", '"', "4.0", "7"])
+_TOKENS = st.sampled_from(
+    [
+        "1",
+        "2",
+        "10",
+        "3.5",
+        "0.5",
+        "5",
+        "-1",
+        "x",
+        "",
+        " ",
+        "\t",
+        "::",
+        ":",
+        ",",
+        "\n",
+        "\r\n",
+        "\r",
+        "1e0",
+        "nan",
+        "inf",
+        "99999999999999999999",
+        "é",
+        "\x00",
+        "\x1f",
+        '"',
+        "4.0",
+        "7",
+    ]
+)
 
 
 @FUZZ
@@ -76,15 +105,12 @@ def test_fuzz_token_soup(tokens: list[str], name: str) -> None:
     _parse_or_clean_error("".join(tokens).encode("utf-8"), name)
 
 
-_ROW = st.tuples(st.integers(1, 40), st.integers(1, 60), st.sampled_from(FIVE),
-                 st.integers(0, 2**40))
+_ROW = st.tuples(st.integers(1, 40), st.integers(1, 60), st.sampled_from(FIVE), st.integers(0, 2**40))
 
 
 @FUZZ
-@given(rows=st.lists(_ROW, min_size=1, max_size=80), crlf=st.booleans(),
-       name=st.sampled_from(["tab", "colons"]))
-def test_valid_files_round_trip(rows: list[tuple[int, int, float, int]], crlf: bool,
-                                name: str) -> None:
+@given(rows=st.lists(_ROW, min_size=1, max_size=80), crlf=st.booleans(), name=st.sampled_from(["tab", "colons"]))
+def test_valid_files_round_trip(rows: list[tuple[int, int, float, int]], crlf: bool, name: str) -> None:
     fmt, scale = FORMATS[name]
     nl = "\r\n" if crlf else "\n"
     text = nl.join(fmt.separator.join([str(u), str(i), f"{r:g}", str(t)]) for u, i, r, t in rows)
@@ -97,10 +123,12 @@ def test_valid_files_round_trip(rows: list[tuple[int, int, float, int]], crlf: b
 
 
 @FUZZ
-@given(rows=st.lists(_ROW, min_size=2, max_size=40), bad_at=st.integers(0, 39),
-       bad=st.sampled_from(["x", "6", "0", "", "2.5", "nan", "-3"]))
-def test_one_bad_rating_is_found_at_its_line(rows: list[tuple[int, int, float, int]],
-                                             bad_at: int, bad: str) -> None:
+@given(
+    rows=st.lists(_ROW, min_size=2, max_size=40),
+    bad_at=st.integers(0, 39),
+    bad=st.sampled_from(["x", "6", "0", "", "2.5", "nan", "-3"]),
+)
+def test_one_bad_rating_is_found_at_its_line(rows: list[tuple[int, int, float, int]], bad_at: int, bad: str) -> None:
     assume(bad_at < len(rows))
     fmt, scale = FORMATS["tab"]
     lines = [f"{u}\t{i}\t{r:g}\t{t}" for u, i, r, t in rows]
@@ -112,15 +140,18 @@ def test_one_bad_rating_is_found_at_its_line(rows: list[tuple[int, int, float, i
     assert f"r.tsv, line {bad_at + 1}: rating" in str(exc.value)
 
 
-@pytest.mark.parametrize(("data", "line", "what"), [
-    (b"1\t2\t3\t4\n1\t2\t3\t4\t5\n", 2, "expected 4 fields separated by '\\t', found 5"),
-    (b"1\t2\t3\t4\n1,2,3,4\n", 2, "(wrong separator?)"),
-    (b"1\t2\t3\t4\n1\t2\tthree\t4\n", 2, "rating 'three' is not a number"),
-    (b"1\t2\t3\t4\n1\t2\t3.5\t4\n", 2, "rating 3.5 is outside the declared scale (1, 2, 3, 4, 5)"),
-    (b"1\t2\t3\t4\n1\t2\t-1\t4\n", 2, "rating -1 is outside the declared scale"),
-    (b"1\t2\t3\t4\n1\t2\t3\t4.5\n", 2, "timestamp '4.5' is not an integer"),
-    (b"1\t2\t3\t4\n\n\n1\t\t3\t4\n", 4, "empty item id"),
-])
+@pytest.mark.parametrize(
+    ("data", "line", "what"),
+    [
+        (b"1\t2\t3\t4\n1\t2\t3\t4\t5\n", 2, "expected 4 fields separated by '\\t', found 5"),
+        (b"1\t2\t3\t4\n1,2,3,4\n", 2, "(wrong separator?)"),
+        (b"1\t2\t3\t4\n1\t2\tthree\t4\n", 2, "rating 'three' is not a number"),
+        (b"1\t2\t3\t4\n1\t2\t3.5\t4\n", 2, "rating 3.5 is outside the declared scale (1, 2, 3, 4, 5)"),
+        (b"1\t2\t3\t4\n1\t2\t-1\t4\n", 2, "rating -1 is outside the declared scale"),
+        (b"1\t2\t3\t4\n1\t2\t3\t4.5\n", 2, "timestamp '4.5' is not an integer"),
+        (b"1\t2\t3\t4\n\n\n1\t\t3\t4\n", 4, "empty item id"),
+    ],
+)
 def test_bad_lines_are_named(data: bytes, line: int, what: str) -> None:
     fmt, scale = FORMATS["tab"]
     with pytest.raises(ParseError) as exc:
@@ -131,8 +162,11 @@ def test_bad_lines_are_named(data: bytes, line: int, what: str) -> None:
 
 def test_whole_file_with_wrong_separator() -> None:
     fmt, scale = FORMATS["colons"]
-    with pytest.raises(ParseError, match=r"line 1: expected 4 fields separated by '::', found 1 "
-                                         r"\(wrong separator\?\)"):
+    with pytest.raises(
+        ParseError,
+        match=r"line 1: expected 4 fields separated by '::', found 1 "
+        r"\(wrong separator\?\)",
+    ):
         parse_bytes(b"196\t242\t3\t881250949\n", fmt, scale, file="ratings.dat")
 
 

@@ -33,7 +33,10 @@ def shared_data() -> Path | None:
 
 
 DATA = shared_data()
-needs_data = pytest.mark.skipif(DATA is None, reason="the shared data sets (../shared/data or $RECBENCH_SHARED_DATA) are absent here; they cannot be redistributed with the project")
+needs_data = pytest.mark.skipif(
+    DATA is None,
+    reason="the shared data sets (../shared/data or $RECBENCH_SHARED_DATA) are absent here; they cannot be redistributed with the project",
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,11 @@ def fresh_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def _published(dataset: str, model: str | None = None) -> list:
-    return [r for r in iter_records(REPO / "results", with_ranks=False) if r["dataset"] == dataset and model in (None, r["model"])]
+    return [
+        r
+        for r in iter_records(REPO / "results", with_ranks=False)
+        if r["dataset"] == dataset and model in (None, r["model"])
+    ]
 
 
 @needs_data
@@ -59,11 +66,17 @@ def test_fresh_splits_carry_the_published_fingerprints(
 
     recs = _published(dataset)
     assert recs, f"no published {dataset} records"
-    want = {(r["split_info"]["seed"], r["split_info"]["validation"], r["split_info"]["n_negatives"]): r["split"] for r in recs}
+    want = {
+        (r["split_info"]["seed"], r["split_info"]["validation"], r["split_info"]["n_negatives"]): r["split"]
+        for r in recs
+    }
     monkeypatch.setenv("RECBENCH_HOME", fresh_home["RECBENCH_HOME"])
     for (seed, validation, n_neg), fp in want.items():
         assert load_split(dataset, seed=seed, validation=validation, n_negatives=n_neg).fingerprint == fp
-    assert all(want[(r["split_info"]["seed"], r["split_info"]["validation"], r["split_info"]["n_negatives"])] == r["split"] for r in recs)
+    assert all(
+        want[(r["split_info"]["seed"], r["split_info"]["validation"], r["split_info"]["n_negatives"])] == r["split"]
+        for r in recs
+    )
 
 
 @needs_data

@@ -21,9 +21,24 @@ from recbench.results import Record, iter_records
 from ._procs import child_env, cli, home, json_records, spawn
 
 GRID = [
-    "run", "-d", "synthetic", "-m", "itempop,bpr,ncf", "--seeds", "0,1", "--protocol", "both",
-    "--validation", "--split-seed", "3",
-    "--set", "bpr.epochs=5", "--set", "ncf.epochs=2", "--set", "ncf.batch_size=1024",
+    "run",
+    "-d",
+    "synthetic",
+    "-m",
+    "itempop,bpr,ncf",
+    "--seeds",
+    "0,1",
+    "--protocol",
+    "both",
+    "--validation",
+    "--split-seed",
+    "3",
+    "--set",
+    "bpr.epochs=5",
+    "--set",
+    "ncf.epochs=2",
+    "--set",
+    "ncf.batch_size=1024",
 ]
 
 
@@ -46,7 +61,10 @@ def twin_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_two_processes_same_seed_are_bit_identical(fault: Any, twin_runs: tuple[Path, Path]) -> None:
-    with fault("the same grid (itempop, bpr, ncf × seeds 0, 1) run in two separate processes, each building its own split", "reproducibility") as f:
+    with fault(
+        "the same grid (itempop, bpr, ncf × seeds 0, 1) run in two separate processes, each building its own split",
+        "reproducibility",
+    ) as f:
         a, b = (_by_cell(p) for p in twin_runs)
         assert a.keys() == b.keys() and len(a) == 6
         n_arrays = 0
@@ -89,7 +107,10 @@ def test_from_record_reruns_a_cell_exactly(fault: Any, twin_runs: tuple[Path, Pa
         "[synthetic.params]\nn_users = 100\nn_items = 150\nmean_interactions = 9\nn_factors = 2\n"
         "affinity_scale = 8.0\npopularity_weight = 0.25\nseed = 1\n"
     )
-    with fault("`recbench run --from-record` of an NCF cell (non-default config, validation split, split seed 3, seed 1) in another process with a fresh cache", "reproducibility") as f:
+    with fault(
+        "`recbench run --from-record` of an NCF cell (non-default config, validation split, split seed 3, seed 1) in another process with a fresh cache",
+        "reproducibility",
+    ) as f:
         r = cli(["run", "--from-record", src.path, "--out", tmp_path / "rerun"])
         log = r.output
         assert r.exit_code == 0, log
@@ -97,8 +118,12 @@ def test_from_record_reruns_a_cell_exactly(fault: Any, twin_runs: tuple[Path, Pa
         (new,) = list(iter_records(tmp_path / "rerun"))
         assert new.key == src.key and new["metrics"] == src["metrics"]
         assert all(np.array_equal(new.ranks[k], src.ranks[k]) for k in src.ranks)
-        f.observed("same record key, bit-identical metrics and per-user ranks; it prints “identical metrics to the record”")
-    with fault("`--from-record` after the data set changed (synthetic regenerated with another seed)", "reproducibility") as f:
+        f.observed(
+            "same record key, bit-identical metrics and per-user ranks; it prints “identical metrics to the record”"
+        )
+    with fault(
+        "`--from-record` after the data set changed (synthetic regenerated with another seed)", "reproducibility"
+    ) as f:
         with home(tmp_path / "home-2"), pytest.MonkeyPatch.context() as mp:
             mp.setenv("RECBENCH_DATASETS", str(changed_data))
             r = cli(["run", "--from-record", src.path, "--out", tmp_path / "changed"])
@@ -122,12 +147,22 @@ def _edited_record(src: Record, tmp_path: Path, **changes: Any) -> Path:
 @pytest.mark.parametrize(
     ("name", "change", "needle"),
     [
-        ("`--from-record` of a record whose model is no longer registered", {"model": "gone"}, "unknown model 'gone'; valid: " + ", ".join(MODELS)),
-        ("`--from-record` of a record whose config has a parameter the model no longer has", "config", "unknown parameter ncf.dropout_old; valid: "),
+        (
+            "`--from-record` of a record whose model is no longer registered",
+            {"model": "gone"},
+            "unknown model 'gone'; valid: " + ", ".join(MODELS),
+        ),
+        (
+            "`--from-record` of a record whose config has a parameter the model no longer has",
+            "config",
+            "unknown parameter ncf.dropout_old; valid: ",
+        ),
         ("`--from-record` of a file that is not a record", "garbage", "not a valid JSON record"),
     ],
 )
-def test_from_record_refuses_what_it_cannot_rerun(fault: Any, twin_runs: tuple[Path, Path], tmp_path: Path, name: str, change: Any, needle: str) -> None:
+def test_from_record_refuses_what_it_cannot_rerun(
+    fault: Any, twin_runs: tuple[Path, Path], tmp_path: Path, name: str, change: Any, needle: str
+) -> None:
     with fault(name, "reproducibility") as f:
         src = _by_cell(twin_runs[0])["ncf", 0]
         if change == "config":
@@ -147,7 +182,9 @@ def test_from_record_refuses_what_it_cannot_rerun(fault: Any, twin_runs: tuple[P
 
 
 def test_from_record_made_with_other_library_versions(fault: Any, twin_runs: tuple[Path, Path], tmp_path: Path) -> None:
-    with fault("`--from-record` of a record made with other library versions (torch 1.0.0, implicit 0.1.0)", "reproducibility") as f:
+    with fault(
+        "`--from-record` of a record made with other library versions (torch 1.0.0, implicit 0.1.0)", "reproducibility"
+    ) as f:
         src = _by_cell(twin_runs[0])["bpr", 0]
         old = dict(src["versions"], torch="1.0.0", implicit="0.1.0")
         path = _edited_record(src, tmp_path, versions=old)
@@ -156,4 +193,6 @@ def test_from_record_made_with_other_library_versions(fault: Any, twin_runs: tup
         line = next(ln for ln in r.stderr.splitlines() if "versions differ" in ln)
         assert "torch 1.0.0 →" in line and "implicit 0.1.0 →" in line
         assert "identical metrics to the record" in r.stderr
-        f.observed(f"reruns it and warns first: “{line}”; then reports whether the metrics are identical (here they are)")
+        f.observed(
+            f"reruns it and warns first: “{line}”; then reports whether the metrics are identical (here they are)"
+        )

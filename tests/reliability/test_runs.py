@@ -147,7 +147,9 @@ def test_kill9_at_random_points(fault: Any, reference: Reference, tmp_path: Path
         n_done = len(json_records(out))
         if n_done == N_CELLS:
             break
-        with fault(f"`kill -9` of `recbench run` at a random point of the grid (kill {i + 1} of {n_kills})", "runs") as f:
+        with fault(
+            f"`kill -9` of `recbench run` at a random point of the grid (kill {i + 1} of {n_kills})", "runs"
+        ) as f:
             before = _finished_json(out)
             p = spawn(grid_args(out), tmp_path / f"kill{i}.log")
             t0 = time.perf_counter()
@@ -170,7 +172,8 @@ def test_kill9_at_random_points(fault: Any, reference: Reference, tmp_path: Path
             assert _reported_cells(out) == len(recs)
             left = leftovers(out)
             state = (
-                f"killed {at:.2f} s after start (seed {seed})" if rc == -signal.SIGKILL
+                f"killed {at:.2f} s after start (seed {seed})"
+                if rc == -signal.SIGKILL
                 else f"finished on its own before the kill point ({at:.2f} s, seed {seed})"
             )
             f.observed(
@@ -240,7 +243,10 @@ def test_kill9_at_each_point_of_the_write_protocol(fault: Any, reference: Refere
 
 
 def test_two_concurrent_runs_on_one_results_folder(fault: Any, reference: Reference, tmp_path: Path) -> None:
-    with fault("two `recbench run` processes on one results folder at once (same grid, opposite seed order, shared cache)", "runs") as f:
+    with fault(
+        "two `recbench run` processes on one results folder at once (same grid, opposite seed order, shared cache)",
+        "runs",
+    ) as f:
         out = tmp_path / "results"
         a = spawn(grid_args(out), tmp_path / "a.log")
         b = spawn(grid_args(out, seeds=tuple(reversed(GRID_SEEDS))), tmp_path / "b.log")
@@ -272,7 +278,9 @@ def _grid(split: Split, out: Path, models: list[str], seeds: tuple[int, ...] = (
     return run_grid([split.dataset], models, RunOptions(out=out, seeds=seeds, **kw), split_loader=lambda _: split)
 
 
-def test_interleaved_writers_of_one_cell(fault: Any, small: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interleaved_writers_of_one_cell(
+    fault: Any, small: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two writers of the same cell, without the lock (library callers of ``write_record``):
     A writes its ranks, B writes ranks and JSON, then A writes its JSON."""
     from recbench import results
@@ -298,7 +306,9 @@ def test_interleaved_writers_of_one_cell(fault: Any, small: Split, tmp_path: Pat
         final = read_record(rec.path)  # raises if the JSON points at the other writer's ranks
         assert final.data["created"] != "writer B"
         assert all(np.array_equal(final.ranks[k], a.ranks[k]) for k in a.ranks)
-        f.observed("the record on disk is writer A's, complete, with A's own ranks (ranks files are named by their content hash, so B's never replaced A's)")
+        f.observed(
+            "the record on disk is writer A's, complete, with A's own ranks (ranks files are named by their content hash, so B's never replaced A's)"
+        )
 
 
 # ----------------------------------------------------------------------------- invalid records
@@ -351,11 +361,23 @@ CORRUPTIONS: list[tuple[str, Any]] = [
     ("record status neither ok nor failed", lambda j: _edit(j, status="maybe")),
     ("record of an unknown schema version (99)", lambda j: _edit(j, schema=99)),
     ("record's ranks file deleted", lambda j: j.with_name(json.loads(j.read_text())["ranks_file"]).unlink()),
-    ("record's ranks file with one byte flipped", lambda j: _flip_byte(j.with_name(json.loads(j.read_text())["ranks_file"]))),
-    ("record's ranks file truncated", lambda j: (lambda r: r.write_bytes(r.read_bytes()[:100]))(j.with_name(json.loads(j.read_text())["ranks_file"]))),
-    ("record's ranks file replaced by other bytes, hash in the JSON updated to match", lambda j: _rehash(j, b"not an npz file at all")),
+    (
+        "record's ranks file with one byte flipped",
+        lambda j: _flip_byte(j.with_name(json.loads(j.read_text())["ranks_file"])),
+    ),
+    (
+        "record's ranks file truncated",
+        lambda j: (lambda r: r.write_bytes(r.read_bytes()[:100]))(j.with_name(json.loads(j.read_text())["ranks_file"])),
+    ),
+    (
+        "record's ranks file replaced by other bytes, hash in the JSON updated to match",
+        lambda j: _rehash(j, b"not an npz file at all"),
+    ),
     ("record's rank arrays of the wrong length, hash updated to match", _wrong_length_npz),
-    ("record whose ranks_file points outside its folder (../../x)", lambda j: _edit(j, ranks_file="../../" + json.loads(j.read_text())["ranks_file"])),
+    (
+        "record whose ranks_file points outside its folder (../../x)",
+        lambda j: _edit(j, ranks_file="../../" + json.loads(j.read_text())["ranks_file"]),
+    ),
     ("a directory named like a record (*.json)", None),
 ]
 
@@ -390,14 +412,20 @@ def test_report_skips_truncated_and_invalid_records(fault: Any, small: Split, tm
             mine = [ln for ln in warn_lines if path.name in ln]
             assert len(mine) == 1, (name, r.stderr)
             assert mine[0].startswith("warning:"), mine[0]
-            f.observed(f"`report` exits 0 with the other records' table unchanged and warns: “{mine[0].replace(str(out), 'RESULTS')}”")
+            f.observed(
+                f"`report` exits 0 with the other records' table unchanged and warns: “{mine[0].replace(str(out), 'RESULTS')}”"
+            )
     with fault("temp file of a killed writer (.seedN-KEY.json.XXXX.tmp) beside the records", "runs") as f:
         assert stray.name not in r.stderr
-        f.observed("not a record name: ignored by `report` without a warning; `run` deletes it when it next visits the cell")
+        f.observed(
+            "not a record name: ignored by `report` without a warning; `run` deletes it when it next visits the cell"
+        )
     with fault("`report --format markdown` on the same folder", "runs", counted=False) as f:
         r2 = _cli.invoke(app, ["report", "--results", str(out)])
         assert r2.exit_code == 0 and "| small" in r2.stdout, r2.output
-        f.observed(f"exit 0, the table of the valid records, {len([ln for ln in r2.stderr.splitlines() if 'skipped' in ln])} warnings")
+        f.observed(
+            f"exit 0, the table of the valid records, {len([ln for ln in r2.stderr.splitlines() if 'skipped' in ln])} warnings"
+        )
 
 
 def test_run_redoes_a_corrupt_or_misplaced_record(fault: Any, small: Split, tmp_path: Path) -> None:
@@ -409,14 +437,18 @@ def test_run_redoes_a_corrupt_or_misplaced_record(fault: Any, small: Split, tmp_
         with pytest.warns(RecordWarning, match="will redo") as w:
             again = _grid(small, out, ["itempop"], seeds=(0,))
         assert read_record(again[0].path).status == "ok"
-        f.observed(f"the cell is redone and a valid record written; warning: “{str(w[0].message).replace(str(out), 'RESULTS')}”")
+        f.observed(
+            f"the cell is redone and a valid record written; warning: “{str(w[0].message).replace(str(out), 'RESULTS')}”"
+        )
     with fault("another cell's record copied over a cell's record file", "runs") as f:
         p0, p1 = first[0].path, first[1].path
         shutil.copyfile(p1, p0)
         with pytest.warns(RecordWarning, match="another cell") as w:
             again = _grid(small, out, ["itempop"], seeds=(0,))
         assert again[0]["seed"] == 0 and read_record(p0)["seed"] == 0
-        f.observed(f"not reused for the wrong cell: redone; warning: “{str(w[0].message).replace(str(out), 'RESULTS')}”")
+        f.observed(
+            f"not reused for the wrong cell: redone; warning: “{str(w[0].message).replace(str(out), 'RESULTS')}”"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("error", RecordWarning)
         assert sorted(r["seed"] for r in iter_records(out)) == [0, 1]

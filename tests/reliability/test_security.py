@@ -36,13 +36,19 @@ PACKAGES = [REPO / "recbench", REPO / "baselines"]
 
 # (what, regex over code with comments and strings removed)
 FORBIDDEN: list[tuple[str, str]] = [
-    ("a pickle-family module (pickle, cPickle, dill, joblib, shelve, marshal, cloudpickle)", r"\b(c?[Pp]ickle|dill|joblib|shelve|marshal|cloudpickle)\b"),
+    (
+        "a pickle-family module (pickle, cPickle, dill, joblib, shelve, marshal, cloudpickle)",
+        r"\b(c?[Pp]ickle|dill|joblib|shelve|marshal|cloudpickle)\b",
+    ),
     ("allow_pickle=True", r"\ballow_pickle\s*=\s*True\b"),
     ("pandas read_pickle / to_pickle", r"\b(read|to)_pickle\b"),
     ("shell=True", r"\bshell\s*=\s*True\b"),
     ("os.system / os.popen / os.exec* / os.spawn*", r"\bos\s*\.\s*(system|popen|exec\w*|spawn\w*)\b"),
     ("builtin eval() / exec()", r"(?<![\w.])(eval|exec)\s*\("),
-    ("torch's load imported by name (hides torch.load from the keyword check)", r"from\s+torch(\.serialization)?\s+import\s+[^\n]*\bload\b"),
+    (
+        "torch's load imported by name (hides torch.load from the keyword check)",
+        r"from\s+torch(\.serialization)?\s+import\s+[^\n]*\bload\b",
+    ),
 ]
 
 
@@ -96,7 +102,9 @@ def _package_files() -> list[Path]:
 
 def test_no_pickle_no_shell_in_the_package(fault: Any) -> None:
     files = _package_files()
-    with fault(f"static scan of the package ({len(files)} files) for pickle loading and shells", "security", counted=False) as f:
+    with fault(
+        f"static scan of the package ({len(files)} files) for pickle loading and shells", "security", counted=False
+    ) as f:
         assert len(files) > 15
         problems = [p for path in files for p in scan(path.read_text(), str(path.relative_to(REPO)))]
         assert problems == []
@@ -158,7 +166,10 @@ def test_a_pickle_inside_a_ranks_file_is_never_loaded(fault: Any, tmp_path: Path
     rec.path.with_name(d["ranks_file"]).write_bytes(blob)
     d["ranks_sha256"] = hashlib.sha256(blob).hexdigest()  # a consistent forgery
     rec.path.write_text(json.dumps(d))
-    with fault("a record's ranks file replaced by an npz holding a pickled object that runs code when loaded (hash forged to match)", "security") as f:
+    with fault(
+        "a record's ranks file replaced by an npz holding a pickled object that runs code when loaded (hash forged to match)",
+        "security",
+    ) as f:
         with pytest.raises(ValueError, match="unreadable") as e:
             read_record(rec.path)
         with pytest.warns(RecordWarning):
@@ -169,18 +180,34 @@ def test_a_pickle_inside_a_ranks_file_is_never_loaded(fault: Any, tmp_path: Path
             again = run_grid(["tiny"], ["itempop"], RunOptions(out=out), split_loader=lambda _: split)[0]
         assert again.status == "ok" and read_record(again.path).status == "ok"
         assert not marker.exists()
-        f.observed(f"never unpickled (no file created): read as invalid — “{str(e.value).split(': ', 1)[1]}”; `report` skips it, `run` redoes the cell")
+        f.observed(
+            f"never unpickled (no file created): read as invalid — “{str(e.value).split(': ', 1)[1]}”; `report` skips it, `run` redoes the cell"
+        )
 
 
 @pytest.mark.parametrize(
     ("name", "args", "needle"),
     [
-        ("--dataset with path traversal (../../outside)", ["run", "-d", "../../outside", "-m", "itempop"], "unknown dataset '../../outside'"),
-        ("--models with path traversal (../../outside)", ["run", "-d", "synthetic", "-m", "../../outside"], "unknown model '../../outside'"),
-        ("--set value with shell syntax (bpr.epochs=$(touch PWNED))", ["run", "-d", "synthetic", "-m", "bpr", "--set", "bpr.epochs=$(touch PWNED)`touch PWNED`"], "expected an integer"),
+        (
+            "--dataset with path traversal (../../outside)",
+            ["run", "-d", "../../outside", "-m", "itempop"],
+            "unknown dataset '../../outside'",
+        ),
+        (
+            "--models with path traversal (../../outside)",
+            ["run", "-d", "synthetic", "-m", "../../outside"],
+            "unknown model '../../outside'",
+        ),
+        (
+            "--set value with shell syntax (bpr.epochs=$(touch PWNED))",
+            ["run", "-d", "synthetic", "-m", "bpr", "--set", "bpr.epochs=$(touch PWNED)`touch PWNED`"],
+            "expected an integer",
+        ),
     ],
 )
-def test_hostile_names_and_values(fault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, args: list[str], needle: str) -> None:
+def test_hostile_names_and_values(
+    fault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, args: list[str], needle: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     with fault(name, "security") as f:
         out = tmp_path / "a" / "b" / "results"
@@ -188,7 +215,9 @@ def test_hostile_names_and_values(fault: Any, tmp_path: Path, monkeypatch: pytes
         assert r.exit_code == 2, r.output
         line = next(ln for ln in r.output.splitlines() if ln.startswith("error:"))
         assert needle in line
-        assert not (tmp_path / "a").exists() and not (tmp_path / "outside").exists() and not (tmp_path / "PWNED").exists()
+        assert (
+            not (tmp_path / "a").exists() and not (tmp_path / "outside").exists() and not (tmp_path / "PWNED").exists()
+        )
         f.observed(f"treated as data, exit 2, nothing written anywhere: “{line}”")
 
 

@@ -10,7 +10,7 @@
 # Reductions (stated in results/README.md beside the numbers): tuning trials are capped at 5
 # epochs for the OPECI and CADNCF families and 10 for DMF (each model's default otherwise), with
 # early stopping (patience 2) on the validation item inside each trial; every model gets the same
-# number of trials (search_spaces.toml). Converged runs: the tuned config, early stopping with
+# number of trials (search_spaces.toml: its learning rates, 5 each). Converged runs: the tuned config, early stopping with
 # patience 3 on validation NDCG@10, a cap of 30 epochs, 3 seeds, both protocols.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -244,7 +244,7 @@ def test_trials_keep_no_test_metrics_and_lines_show_params(tmp_path: Path) -> No
     )
     assert r.exit_code == 0, r.output
     recs = list(iter_records(tmp_path))
-    assert len(recs) == 4  # 2 learning rates x the default space's 2 values of reg
+    assert len(recs) == 2  # the 2 learning rates of --grid (the default space has no other parameter)
     for rec in recs:
         assert set(rec.ranks) == {"validation/sampled"} and set(rec["metrics"]) == {"validation/sampled"}
     assert "trial learning_rate=0.01" in r.output and "trial learning_rate=0.05" in r.output

@@ -2,7 +2,8 @@
 
 Users and items are points in one Euclidean space (dimension ``embedding_size`` = 64); the score
 of a pair is minus their squared distance. For every training positive (i, j) each epoch samples U
-(``n_negatives`` = 20, the pairwise scheme of :mod:`recbench.models.sampling`) items the user has not interacted with, and the loss (eq. 4–6) is
+(``n_negatives`` = 20, the pairwise scheme of :mod:`recbench.models.sampling`) items the user has not
+interacted with, and the loss (eq. 4–6) is
 
     w_ij · [m + d(i, j)² − d(i, k)²]_+        with k the closest of the U negatives,
     w_ij = log(1 + ⌊J · M / U⌋),              J = n_items, M = #negatives inside the margin,

@@ -35,7 +35,8 @@ Where we interpreted:
   ``n → 64`` map, then two 64-wide ReLU layers; ``--set dmf.hidden=64,64`` reproduces it.)
 - Scores are the raw cosine (the 1e-6 clamp is only applied inside the loss, so ranking ties are
   not created by it); with ReLU outputs the cosine is in [0, 1] anyway.
-- ``epochs`` = 20 (the paper does not state a number; results/README.md compares our numbers with the paper's and with RecBole's DMF on the same split).
+- ``epochs`` = 20 (the paper does not state a number; results/README.md compares our numbers with the paper's and
+  with RecBole's DMF on the same split).
 """
 
 from __future__ import annotations

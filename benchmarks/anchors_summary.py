@@ -147,7 +147,8 @@ def main(out):
         )
 
     lines.append(
-        "| comparison | metric | RecBole / implicit (median) | recbench (median) | speed-up, median of per-round ratios (range) |"
+        "| comparison | metric | RecBole / implicit (median) | recbench (median) | "
+        "speed-up, median of per-round ratios (range) |"
     )
     lines.append("|---|---|---|---|---|")
     for pair, model in (("ncf", "NeuMF"), ("dmf", "DMF")):
@@ -180,26 +181,33 @@ def main(out):
         o_sps = mine["samples_per_epoch"] / mine["s_per_epoch"]
         name = f"{model} vs {pair}"
         lines.append(
-            f"| {name} | training samples/s (s/epoch) | {t_sps:,.0f} ({theirs['s_per_epoch']:.2f}) | {o_sps:,.0f} ({mine['s_per_epoch']:.2f}) | {fmt_ratio(sp['samples_per_s'])} |"
+            f"| {name} | training samples/s (s/epoch) | {t_sps:,.0f} ({theirs['s_per_epoch']:.2f}) | "
+            f"{o_sps:,.0f} ({mine['s_per_epoch']:.2f}) | {fmt_ratio(sp['samples_per_s'])} |"
         )
         lines.append(
-            f"| {name} | sampled eval s, 943 users × 100 cand. (ours: first call after the fit) | {f(theirs['eval_sampled_s'])} | {ev(mine, 'sampled')} | {fmt_ratio(sp['eval_sampled'])} |"
+            f"| {name} | sampled eval s, 943 users × 100 cand. (ours: first call after the fit) | "
+            f"{f(theirs['eval_sampled_s'])} | {ev(mine, 'sampled')} | {fmt_ratio(sp['eval_sampled'])} |"
         )
         lines.append(
-            f"| {name} | full-ranking eval s, 943 users (ours: first call) | {f(theirs['eval_full_s'])} | {ev(mine, 'full')} | {fmt_ratio(sp['eval_full'])} |"
+            f"| {name} | full-ranking eval s, 943 users (ours: first call) | {f(theirs['eval_full_s'])} | "
+            f"{ev(mine, 'full')} | {fmt_ratio(sp['eval_full'])} |"
         )
         lines.append(
-            f"| {name} | HR@10 / NDCG@10 (100 cand.) | {f(theirs['hr'], '.4f')} / {f(theirs['ndcg'], '.4f')} | {f(mine['hr'], '.4f')} / {f(mine['ndcg'], '.4f')} | |"
+            f"| {name} | HR@10 / NDCG@10 (100 cand.) | {f(theirs['hr'], '.4f')} / {f(theirs['ndcg'], '.4f')} | "
+            f"{f(mine['hr'], '.4f')} / {f(mine['ndcg'], '.4f')} | |"
         )
         lines.append(
-            f"| {name} | full HR@10 / NDCG@10 | {f(theirs['full_hr'], '.4f')} / {f(theirs['full_ndcg'], '.4f')} | {f(mine['full_hr'], '.4f')} / {f(mine['full_ndcg'], '.4f')} | |"
+            f"| {name} | full HR@10 / NDCG@10 | {f(theirs['full_hr'], '.4f')} / {f(theirs['full_ndcg'], '.4f')} | "
+            f"{f(mine['full_hr'], '.4f')} / {f(mine['full_ndcg'], '.4f')} | |"
         )
         lines.append(
-            f"| {name} | peak RSS MB (whole process) | {f(theirs['peak_rss_mb'], '.0f')} | {f(mine['peak_rss_mb'], '.0f')} | |"
+            f"| {name} | peak RSS MB (whole process) | {f(theirs['peak_rss_mb'], '.0f')} | "
+            f"{f(mine['peak_rss_mb'], '.0f')} | |"
         )
         if mine.get("flops_per_sample"):
             lines.append(
-                f"| {name} | FLOPs/sample; % of fp32 matmul peak | | {mine['flops_per_sample']:,.0f}; {100 * mine['peak_fraction']:.1f} % of {mine['matmul_peak'] / 1e9:.0f} GFLOP/s | |"
+                f"| {name} | FLOPs/sample; % of fp32 matmul peak | | {mine['flops_per_sample']:,.0f}; "
+                f"{100 * mine['peak_fraction']:.1f} % of {mine['matmul_peak'] / 1e9:.0f} GFLOP/s | |"
             )
     runs = [(implicit(out, r), ours(out, "bpr", r)) for r in rounds]
     runs = [(a, b) for a, b in runs if a and b]
@@ -214,16 +222,23 @@ def main(out):
             "per_round": runs,
         }
         lines.append(
-            f"| implicit BPR vs bpr | fit s (100 iterations) | {f(theirs['fit_s'])} | {f(mine['fit_s'])} | {fmt_ratio(sp['fit'])} (implicit time / ours) |"
+            f"| implicit BPR vs bpr | fit s (100 iterations) | {f(theirs['fit_s'])} | {f(mine['fit_s'])} | "
+            f"{fmt_ratio(sp['fit'])} (implicit time / ours) |"
         )
         lines.append(
-            f"| implicit BPR vs bpr | HR@10 / NDCG@10 (100 cand.) | {f(theirs['hr'], '.4f')} / {f(theirs['ndcg'], '.4f')} | {f(mine['hr'], '.4f')} / {f(mine['ndcg'], '.4f')} | |"
+            f"| implicit BPR vs bpr | HR@10 / NDCG@10 (100 cand.) | "
+            f"{f(theirs['hr'], '.4f')} / {f(theirs['ndcg'], '.4f')} | "
+            f"{f(mine['hr'], '.4f')} / {f(mine['ndcg'], '.4f')} | |"
         )
         lines.append(
-            f"| implicit BPR vs bpr | full HR@10 / NDCG@10 | {f(theirs['full_hr'], '.4f')} / {f(theirs['full_ndcg'], '.4f')} | {f(mine['full_hr'], '.4f')} / {f(mine['full_ndcg'], '.4f')} | |"
+            f"| implicit BPR vs bpr | full HR@10 / NDCG@10 | "
+            f"{f(theirs['full_hr'], '.4f')} / {f(theirs['full_ndcg'], '.4f')} | "
+            f"{f(mine['full_hr'], '.4f')} / {f(mine['full_ndcg'], '.4f')} | |"
         )
         lines.append(
-            f"| implicit BPR vs bpr | sampled / full eval s (implicit: ranking only, scores precomputed) | {f(theirs['eval_sampled_s'])} / {f(theirs['eval_full_s'])} | {f(mine['eval_sampled_s'])} / {f(mine['eval_full_s'])} | |"
+            f"| implicit BPR vs bpr | sampled / full eval s (implicit: ranking only, scores precomputed) | "
+            f"{f(theirs['eval_sampled_s'])} / {f(theirs['eval_full_s'])} | "
+            f"{f(mine['eval_sampled_s'])} / {f(mine['eval_full_s'])} | |"
         )
     with open(os.path.join(out, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=1)

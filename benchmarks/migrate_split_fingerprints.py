@@ -29,7 +29,8 @@ from recbench.data import load_split
 from recbench.results import Record, iter_records, record_key, write_record
 from recbench.runner import LABEL_TAGS
 
-DUMP = """
+DUMP = (
+    """
 import sys, numpy as np
 from recbench.data import fetch, load_split
 fetch(sys.argv[1], source=sys.argv[6])
@@ -37,9 +38,11 @@ s = load_split(sys.argv[1], seed=int(sys.argv[2]), validation=sys.argv[3] == "1"
 arrays = {"train_users": s.train.users, "train_items": s.train.items, "train_ratings": s.train.ratings,
           "test_users": s.test.users, "test_items": s.test.items, "test_candidates": s.test.candidates}
 if s.validation is not None:
-    arrays.update(valid_users=s.validation.users, valid_items=s.validation.items, valid_candidates=s.validation.candidates)
+    arrays.update(valid_users=s.validation.users, valid_items=s.validation.items, """
+    """valid_candidates=s.validation.candidates)
 np.savez(sys.argv[5], fingerprint=np.array(s.fingerprint), **arrays)
 """
+)
 
 
 def old_split(
@@ -113,7 +116,8 @@ def main() -> None:
             continue
         moved = int((old["test_candidates"] != new.test.candidates).any(1).sum())
         print(
-            f"{ds} seed {seed} validation {val}: {fp} -> {new.fingerprint} (same content; {moved} test list(s) in another order)"
+            f"{ds} seed {seed} validation {val}: {fp} -> {new.fingerprint} "
+            f"(same content; {moved} test list(s) in another order)"
         )
         mapping[fp] = new.fingerprint
     n = 0

@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     rows = []
     print(
-        f"| variant | samples/s (median of {args.rounds} rounds × {n_batches} steps) | vs default (median of per-round ratios) | s/epoch at this rate | loss of batch 0 |"
+        f"| variant | samples/s (median of {args.rounds} rounds × {n_batches} steps) | "
+        "vs default (median of per-round ratios) | s/epoch at this rate | loss of batch 0 |"
     )
     print("|---|---|---|---|---|")
     for name, v in per_round.items():

@@ -1,7 +1,7 @@
 """OPECI's training and scoring speed against an earlier commit, side by side in one run.
 
-Builds git worktrees of ``--baseline`` and of HEAD (commit what you measure) and times, in alternating rounds (so machine load hits
-both alike), one worker process per tree: the same OPECI training steps on the same batches of a
+Builds git worktrees of ``--baseline`` and of HEAD (commit what you measure) and times, in alternating rounds (so
+machine load hits both alike), one worker process per tree: the same OPECI training steps on the same batches of a
 real split (same seed, same weights at start), and the full-ranking scores of the first users.
 Reports the median of the per-round ratios, the seconds per epoch at each rate, and whether the
 losses and scores agree (the fast paths compute the same function up to float rounding).

@@ -146,7 +146,8 @@ class RichReporter(Reporter):
 
     def cell_skip(self, rec: Record) -> None:
         self.console.print(
-            f"[dim]= {escape(rec['dataset'])} · {escape(rec['model'])} · seed {rec['seed']}: record exists, skipped[/dim]"
+            f"[dim]= {escape(rec['dataset'])} · {escape(rec['model'])} · seed {rec['seed']}: "
+            "record exists, skipped[/dim]"
         )
 
     def cell_end(self, rec: Record) -> None:

@@ -242,7 +242,8 @@ def tune(
     ok = [t for t in results if t["status"] == "ok"]
     if not ok:
         raise ConfigError(
-            f"{dataset}/{model}: every trial failed ({results[0]['errors'][0] if results and results[0]['errors'] else 'no trial'})"
+            f"{dataset}/{model}: every trial failed "
+            f"({results[0]['errors'][0] if results and results[0]['errors'] else 'no trial'})"
         )
     best = max(ok, key=lambda t: t["score"])  # first of equal scores: grid order
     doc = {

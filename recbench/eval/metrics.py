@@ -3,9 +3,9 @@
 HR@K = 1 if rank < K; NDCG@K = 1 / log2(rank + 2) if rank < K, else 0 (with a single relevant
 item the ideal DCG is 1); MRR@K = 1 / (rank + 1) if rank < K; Recall@K = HR@K (one relevant item:
 found or not); Precision@K = 1 / K if rank < K. :data:`METRICS` is the one place a metric is
-named: the CLI's checks and help, summaries, tuning and early stopping read it. A rank is the number of other candidates scored **greater than or
-equal to** the held-out item: ties count against the held-out item, so a model that scores
-everything equal gets rank ``n_candidates - 1`` and HR 0, never a lucky draw.
+named: the CLI's checks and help, summaries, tuning and early stopping read it. A rank is the number of other
+candidates scored **greater than or equal to** the held-out item: ties count against the held-out item, so a
+model that scores everything equal gets rank ``n_candidates - 1`` and HR 0, never a lucky draw.
 """
 
 from __future__ import annotations

@@ -204,10 +204,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
                 return a
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, args))}")
     if origin in (tuple, list):
-        if isinstance(value, str):
-            parts = [p for p in value.strip("()[] ").split(",") if p.strip()]
-        else:
-            parts = list(value)
+        parts = [p for p in value.strip("()[] ").split(",") if p.strip()] if isinstance(value, str) else list(value)
         inner = args[0] if args else str
         conv = [_coerce(p.strip() if isinstance(p, str) else p, inner, where) for p in parts]
         return tuple(conv) if origin is tuple else conv

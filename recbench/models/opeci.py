@@ -206,10 +206,7 @@ class OPECIModule(nn.Module):
         items = torch.randint(0, self.n_items, (n,), generator=g)
         h, z = self.user_factors(users), self.item_factors(items)
         w = self.block.w_qkv
-        if self.cfg.interaction == "inner":
-            pre = (h * z).unsqueeze(2) * w
-        else:
-            pre = h.unsqueeze(2) * (z @ w).unsqueeze(1)
+        pre = (h * z).unsqueeze(2) * w if self.cfg.interaction == "inner" else h.unsqueeze(2) * (z @ w).unsqueeze(1)
         std = float(pre.std())
         if std > 0 and np.isfinite(std):
             w.mul_(1.0 / std)

@@ -117,7 +117,8 @@ def pool_records(
     if pool_split_seeds and any(len({s[0] for s in v}) > 1 for v in specs.values()):
         notes.append(
             "Split seeds pooled (--pool-split-seeds): mean and std over every (split, model seed) run; "
-            "the std is decomposed into between-split and within-split (model seed) parts; users are paired within a split."
+            "the std is decomposed into between-split and within-split (model seed) parts; "
+            "users are paired within a split."
         )
     return out, notes
 
@@ -172,7 +173,8 @@ def build_report(
     if ref is None and len(set(ok_labels)) > 1:
         several = sorted({lab for lab in ok_labels if label_model(lab) == "opeci"})
         notes.append(
-            f"No paired significance tests: opeci has several configurations ({', '.join(several)}); choose one with --reference."
+            f"No paired significance tests: opeci has several configurations ({', '.join(several)}); "
+            "choose one with --reference."
             if several
             else "No paired significance tests: the reference model (opeci, or --reference) has no records."
         )

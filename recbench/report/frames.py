@@ -309,7 +309,8 @@ def agreement_warnings(agreement: pd.DataFrame) -> list[str]:
         if not r["agree"]:
             out.append(
                 f"{dataset_label(r['dataset'])} {r['metric'].upper()}: the sampled and full "
-                f"protocols order the models differently (Kendall τ = {r['tau']:.2f}; swapped: {r['discordant']}); {KR_NOTE}"
+                f"protocols order the models differently (Kendall τ = {r['tau']:.2f}; "
+                f"swapped: {r['discordant']}); {KR_NOTE}"
             )
     return out
 

@@ -49,7 +49,8 @@ def render_html(rep: Report, paper: bool) -> str:
         if f is not None:
             figs.append(
                 (
-                    f"{proto_title(rep, proto)}. Bars: mean over seeds; {figures.ERR_NOTE}; white diamonds: the paper's numbers.",
+                    f"{proto_title(rep, proto)}. Bars: mean over seeds; {figures.ERR_NOTE}; "
+                    "white diamonds: the paper's numbers.",
                     f,
                 )
             )

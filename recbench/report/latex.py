@@ -47,7 +47,8 @@ def render_latex(rep: Report) -> str:
         parts.append(
             "\\begin{table}[t]\n\\centering\n\\small\n\\setlength{\\tabcolsep}{3pt}\n"
             f"\\caption{{{cap}}}\n\\label{{tab:recbench-table2}}\n"
-            f"\\begin{{tabular}}{{ll{'c' * len(chosen)}}}\n\\toprule\n{head} \\\\\n\\midrule\n{body}\n\\bottomrule\n\\end{{tabular}}\n"
+            f"\\begin{{tabular}}{{ll{'c' * len(chosen)}}}\n\\toprule\n{head} \\\\\n"
+            f"\\midrule\n{body}\n\\bottomrule\n\\end{{tabular}}\n"
             "\\end{table}\n"
         )
     for proto in rep.protocols:

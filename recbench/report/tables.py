@@ -97,7 +97,8 @@ def legend(rep: Report, proto: str, mark: str = MARK) -> str:
     if rep.reference is not None and sub["p_value"].notna().any():
         parts.append(
             f"{mark} differs from {rep.reference} at p < {rep.alpha:g} after Holm's correction across the "
-            f"comparisons of each row ({_n_comparisons(rep, proto)} per row; {TEST_NAMES[rep.test]} over users, on each "
+            f"comparisons of each row ({_n_comparisons(rep, proto)} per row; {TEST_NAMES[rep.test]} "
+            "over users, on each "
             "user's metric averaged over seeds; same split)."
         )
     notes = (
@@ -217,8 +218,14 @@ def proto_title(rep: Report, proto: str) -> str:
     if proto == "sampled" and rep.n_negatives and rep.n_negatives != [99]:
         n = rep.n_negatives
         if len(n) == 1:
-            return f"Sampled protocol: the held-out item ranked among its {n[0] + 1} stored candidates ({n[0]} sampled negatives)"
-        return f"Sampled protocol: the held-out item ranked among its stored candidates ({'/'.join(map(str, n))} sampled negatives, by split)"
+            return (
+                f"Sampled protocol: the held-out item ranked among its {n[0] + 1} stored candidates "
+                f"({n[0]} sampled negatives)"
+            )
+        return (
+            "Sampled protocol: the held-out item ranked among its stored candidates "
+            f"({'/'.join(map(str, n))} sampled negatives, by split)"
+        )
     return _PROTO_TITLE[proto]
 
 

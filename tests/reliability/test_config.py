@@ -275,7 +275,8 @@ def _toml_case(
         r = runner.invoke(app, ["run", "-d", dataset, "-m", "itempop", "--out", str(out)])
         if r.exit_code != 2:  # say what happened instead (a known gap's row shows it)
             f.observed(
-                f"exit {r.exit_code} with {type(r.exception).__name__}: {r.exception} (a traceback, not a one-line error)"
+                f"exit {r.exit_code} with {type(r.exception).__name__}: {r.exception} "
+                "(a traceback, not a one-line error)"
             )
         assert r.exit_code == 2, r.output
         line = _error_line(r.output)

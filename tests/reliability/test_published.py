@@ -35,7 +35,8 @@ def shared_data() -> Path | None:
 DATA = shared_data()
 needs_data = pytest.mark.skipif(
     DATA is None,
-    reason="the shared data sets (../shared/data or $RECBENCH_SHARED_DATA) are absent here; they cannot be redistributed with the project",
+    reason="the shared data sets (../shared/data or $RECBENCH_SHARED_DATA) are absent here; "
+    "they cannot be redistributed with the project",
 )
 
 

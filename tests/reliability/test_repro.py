@@ -108,7 +108,8 @@ def test_from_record_reruns_a_cell_exactly(fault: Any, twin_runs: tuple[Path, Pa
         "affinity_scale = 8.0\npopularity_weight = 0.25\nseed = 1\n"
     )
     with fault(
-        "`recbench run --from-record` of an NCF cell (non-default config, validation split, split seed 3, seed 1) in another process with a fresh cache",
+        "`recbench run --from-record` of an NCF cell (non-default config, validation split, split seed 3, seed 1) "
+        "in another process with a fresh cache",
         "reproducibility",
     ) as f:
         r = cli(["run", "--from-record", src.path, "--out", tmp_path / "rerun"])

@@ -214,8 +214,9 @@ def test_kill9_at_each_point_of_the_write_protocol(fault: Any, reference: Refere
             left = leftovers(out)
             f.observed(
                 f"the first record of the process is finished and valid, the killed one "
-                f"{'is finished too (its JSON was in place)' if expected == n_done + 2 else 'does not exist as a record'}; "
-                f"{len(recs)} records on disk, all valid and exactly those counted by `report`, earlier ones untouched; "
+                f"{'is finished too (its JSON was in place)' if expected == n_done + 2 else 'does not exist as a record'}"  # noqa: E501
+                f"; {len(recs)} records on disk, all valid and exactly those counted by `report`, "
+                "earlier ones untouched; "
                 f"{len(left['tmp'])} temp and {len(left['orphan_ranks'])} orphan ranks file(s) ignored by readers"
             )
     with fault("clean rerun after the write-point kills", "runs", counted=False) as f:
@@ -307,7 +308,8 @@ def test_interleaved_writers_of_one_cell(
         assert final.data["created"] != "writer B"
         assert all(np.array_equal(final.ranks[k], a.ranks[k]) for k in a.ranks)
         f.observed(
-            "the record on disk is writer A's, complete, with A's own ranks (ranks files are named by their content hash, so B's never replaced A's)"
+            "the record on disk is writer A's, complete, with A's own ranks "
+            "(ranks files are named by their content hash, so B's never replaced A's)"
         )
 
 
@@ -413,7 +415,8 @@ def test_report_skips_truncated_and_invalid_records(fault: Any, small: Split, tm
             assert len(mine) == 1, (name, r.stderr)
             assert mine[0].startswith("warning:"), mine[0]
             f.observed(
-                f"`report` exits 0 with the other records' table unchanged and warns: “{mine[0].replace(str(out), 'RESULTS')}”"
+                "`report` exits 0 with the other records' table unchanged and warns: "
+                f"“{mine[0].replace(str(out), 'RESULTS')}”"
             )
     with fault("temp file of a killed writer (.seedN-KEY.json.XXXX.tmp) beside the records", "runs") as f:
         assert stray.name not in r.stderr
@@ -424,7 +427,8 @@ def test_report_skips_truncated_and_invalid_records(fault: Any, small: Split, tm
         r2 = _cli.invoke(app, ["report", "--results", str(out)])
         assert r2.exit_code == 0 and "| small" in r2.stdout, r2.output
         f.observed(
-            f"exit 0, the table of the valid records, {len([ln for ln in r2.stderr.splitlines() if 'skipped' in ln])} warnings"
+            "exit 0, the table of the valid records, "
+            f"{len([ln for ln in r2.stderr.splitlines() if 'skipped' in ln])} warnings"
         )
 
 
@@ -438,7 +442,8 @@ def test_run_redoes_a_corrupt_or_misplaced_record(fault: Any, small: Split, tmp_
             again = _grid(small, out, ["itempop"], seeds=(0,))
         assert read_record(again[0].path).status == "ok"
         f.observed(
-            f"the cell is redone and a valid record written; warning: “{str(w[0].message).replace(str(out), 'RESULTS')}”"
+            "the cell is redone and a valid record written; "
+            f"warning: “{str(w[0].message).replace(str(out), 'RESULTS')}”"
         )
     with fault("another cell's record copied over a cell's record file", "runs") as f:
         p0, p1 = first[0].path, first[1].path

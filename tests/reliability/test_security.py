@@ -135,7 +135,10 @@ def test_the_scanner_catches_what_it_must(fault: Any) -> None:
     with fault(f"{len(PLANTED)} unsafe calls planted one by one in a scratch module", "security", counted=False) as f:
         missed = [src for src in PLANTED if not scan(src)]
         assert missed == []
-        clean = '"""Never pickle; np.load(allow_pickle=True) in prose."""\nimport numpy as np\n# pickle\nnp.load(p, allow_pickle=False)\nm.eval()\n'
+        clean = (
+            '"""Never pickle; np.load(allow_pickle=True) in prose."""\nimport numpy as np\n# pickle\n'
+            "np.load(p, allow_pickle=False)\nm.eval()\n"
+        )
         assert scan(clean) == []
         f.observed("each flagged; prose in docstrings/comments and `module.eval()` are not")
 
@@ -167,7 +170,8 @@ def test_a_pickle_inside_a_ranks_file_is_never_loaded(fault: Any, tmp_path: Path
     d["ranks_sha256"] = hashlib.sha256(blob).hexdigest()  # a consistent forgery
     rec.path.write_text(json.dumps(d))
     with fault(
-        "a record's ranks file replaced by an npz holding a pickled object that runs code when loaded (hash forged to match)",
+        "a record's ranks file replaced by an npz holding a pickled object that runs code when loaded "
+        "(hash forged to match)",
         "security",
     ) as f:
         with pytest.raises(ValueError, match="unreadable") as e:
@@ -181,7 +185,8 @@ def test_a_pickle_inside_a_ranks_file_is_never_loaded(fault: Any, tmp_path: Path
         assert again.status == "ok" and read_record(again.path).status == "ok"
         assert not marker.exists()
         f.observed(
-            f"never unpickled (no file created): read as invalid — “{str(e.value).split(': ', 1)[1]}”; `report` skips it, `run` redoes the cell"
+            f"never unpickled (no file created): read as invalid — “{str(e.value).split(': ', 1)[1]}”; "
+            "`report` skips it, `run` redoes the cell"
         )
 
 

@@ -48,7 +48,7 @@ from torch import nn
 
 from recbench.data.types import TrainData
 from recbench.models.attention import CorrelationAttention, CorrelationHead
-from recbench.models.sampling import Batches, pointwise_batches, rating_targets
+from recbench.models.sampling import Batches, rating_targets
 from recbench.models.torch import TorchModel
 
 
@@ -152,14 +152,7 @@ class CADNCF(TorchModel):
 
     def batches(self, train: TrainData, rng: np.random.Generator) -> Batches:
         """Pointwise, with target ``rating / max(R)`` for a positive."""
-        return pointwise_batches(
-            train,
-            rng,
-            batch_size=int(self.config.batch_size),
-            n_negatives=int(self.config.n_negatives),
-            device=self.device,
-            positive_targets=rating_targets(train),
-        )
+        return self.pointwise(train, rng, positive_targets=rating_targets(train))
 
 
 class CADNCFMHSA(CADNCF):

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from recbench.data.types import TrainData
-from recbench.models.sampling import Batches, pointwise_batches, rating_targets
+from recbench.models.sampling import Batches, rating_targets
 from recbench.models.torch import TorchModel, bce_on_probabilities
 
 COS_MIN = 1e-6
@@ -223,15 +223,8 @@ class DMF(TorchModel):
 
     def batches(self, train: TrainData, rng: np.random.Generator) -> Batches:
         """Pointwise, with target ``rating / max(R)`` for a positive (optionally grouped)."""
-        cfg = self.config
-        return pointwise_batches(
-            train,
-            rng,
-            batch_size=int(cfg.batch_size),
-            n_negatives=int(cfg.n_negatives),
-            device=self.device,
-            positive_targets=rating_targets(train),
-            grouped=bool(cfg.group_negatives),
+        return self.pointwise(
+            train, rng, positive_targets=rating_targets(train), grouped=bool(self.config.group_negatives)
         )
 
     def invalidate_cache(self) -> None:

@@ -96,12 +96,18 @@ class TorchModel(BaseModel):
     def batches(self, train: TrainData, rng: np.random.Generator) -> Batches:
         """One epoch's training batches, the tuples :meth:`batch_loss` takes. Default: the
         pointwise scheme with targets 1 for a positive and 0 for a sampled negative."""
+        return self.pointwise(train, rng)
+
+    def pointwise(self, train: TrainData, rng: np.random.Generator, **options: Any) -> Batches:
+        """The pointwise scheme at this model's ``batch_size`` and ``n_negatives`` on its device;
+        ``options`` (``positive_targets``, ``grouped``) go to :func:`pointwise_batches`."""
         return pointwise_batches(
             train,
             rng,
             batch_size=int(self.config.batch_size),
             n_negatives=int(self.config.n_negatives),
             device=self.device,
+            **options,
         )
 
     def after_step(self) -> None:

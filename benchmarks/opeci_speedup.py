@@ -8,7 +8,15 @@ losses and scores agree (the fast paths compute the same function up to float ro
 
     python benchmarks/opeci_speedup.py --baseline 7cafac3 --dataset ml-100k --steps 20 --rounds 5
 
-Each worker runs with one thread (``--threads``); quote the ratio, not the absolute rates.
+Each worker runs with one thread (``--threads``; ``--current-threads`` gives HEAD's worker another count, to
+measure one fit on both cores against the baseline on one); quote the ratio, not the absolute rates.
+
+``--layouts`` compares, on HEAD only, the two ways of using both cores for OPECI's training: one
+process with 2 threads doing 2×``--steps`` steps against two single-threaded processes doing
+``--steps`` steps each at the same time (the same total work); it reports the median ratio of
+their wall times (above 1: two processes finish the work sooner).
+
+    python benchmarks/opeci_speedup.py --layouts --dataset ml-100k --steps 40 --rounds 3
 """
 
 from __future__ import annotations
@@ -85,6 +93,75 @@ def worker(dataset: str, steps: int, users: int, threads: int) -> dict[str, obje
     }
 
 
+def _worker_cmd(dataset: str, steps: int, threads: int) -> list[str]:
+    return [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--dataset",
+        dataset,
+        "--steps",
+        str(steps),
+        "--users",
+        "1",
+        "--threads",
+        str(threads),
+    ]
+
+
+def layouts(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """One process × 2 threads against two processes × 1 thread, the same total steps, HEAD."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    rows: list[dict[str, float]] = []
+    for r in range(args.rounds):
+        order = ("threads", "processes") if r % 2 == 0 else ("processes", "threads")
+        row: dict[str, float] = {}
+        for layout in order:
+            t0 = time.perf_counter()
+            if layout == "threads":
+                cmd = _worker_cmd(args.dataset, 2 * args.steps, 2)
+                procs = [subprocess.Popen(cmd, env={**env, "OMP_NUM_THREADS": "2"}, stdout=subprocess.PIPE)]
+            else:
+                cmd = _worker_cmd(args.dataset, args.steps, 1)
+                procs = [
+                    subprocess.Popen(cmd, env={**env, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE) for _ in range(2)
+                ]
+            outs = [json.loads(p.communicate()[0].decode().strip().splitlines()[-1]) for p in procs]
+            if any(p.returncode for p in procs):
+                raise SystemExit(f"{layout} worker failed")
+            row[f"{layout}_wall_s"] = time.perf_counter() - t0  # includes start-up, alike on both sides
+            row[f"{layout}_train_s"] = max(float(o["train_s"]) for o in outs)  # the steps only
+        rows.append(row)
+        print(
+            f"round {r + 1}: 1×2 threads {row['threads_train_s']:.1f} s, 2×1 processes "
+            f"{row['processes_train_s']:.1f} s (training steps; wall {row['threads_wall_s']:.1f} / "
+            f"{row['processes_wall_s']:.1f} s)",
+            file=sys.stderr,
+        )
+    ratio = statistics.median(x["threads_train_s"] / x["processes_train_s"] for x in rows)
+    lo = min(x["threads_train_s"] / x["processes_train_s"] for x in rows)
+    hi = max(x["threads_train_s"] / x["processes_train_s"] for x in rows)
+    print(
+        f"{2 * args.steps} training steps on {args.dataset}: one process with 2 threads takes {ratio:.2f}× "
+        f"({lo:.2f}–{hi:.2f}, {args.rounds} rounds) the time of two single-threaded processes"
+    )
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = args.out / f"opeci-layouts-{args.dataset}-{stamp}.json"
+        rec = {
+            "command": ["python", "benchmarks/opeci_speedup.py", *(argv if argv is not None else sys.argv[1:])],
+            "commit": subprocess.check_output(["git", "-C", str(ROOT), "rev-parse", "HEAD"], text=True).strip(),
+            "threads_over_processes": ratio,
+            "range": [lo, hi],
+            "load": list(os.getloadavg()),
+            "rounds": rows,
+        }
+        path.write_text(json.dumps(rec, indent=1) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default="HEAD~1", help="commit to compare against")
@@ -93,12 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=20, help="users ranked against every item")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--current-threads", type=int, default=None, help="HEAD's threads (default: --threads)")
+    ap.add_argument("--layouts", action="store_true", help="2 threads in 1 process vs 2 processes (HEAD only)")
     ap.add_argument("--out", type=Path, default=None, help="folder for a JSON record")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.dataset, args.steps, args.users, args.threads)))
         return 0
+    if args.layouts:
+        return layouts(args, argv)
     base_sha = subprocess.check_output(["git", "-C", str(ROOT), "rev-parse", args.baseline], text=True).strip()
     head_sha = subprocess.check_output(["git", "-C", str(ROOT), "rev-parse", "HEAD"], text=True).strip()
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             runs: dict[str, list[dict]] = {k: [] for k in trees}
             for r in range(args.rounds):
                 for name in trees if r % 2 == 0 else reversed(list(trees)):
-                    env = {**os.environ, "PYTHONPATH": str(trees[name]), "OMP_NUM_THREADS": str(args.threads)}
+                    threads = args.threads if name == "baseline" else (args.current_threads or args.threads)
+                    env = {**os.environ, "PYTHONPATH": str(trees[name]), "OMP_NUM_THREADS": str(threads)}
                     cmd = [
                         sys.executable,
                         str(Path(__file__).resolve()),
@@ -122,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                         "--users",
                         str(args.users),
                         "--threads",
-                        str(args.threads),
+                        str(threads),
                     ]
                     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
                     if done.returncode != 0:

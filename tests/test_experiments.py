@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from recbench import experiments
+from recbench import experiments, figures
 from recbench.cli import app
 from recbench.data.split import leave_one_out
 from recbench.data.synthetic import make_synthetic
 from recbench.data.types import Split
+from recbench.experiments import plots, presets, tables
 from recbench.models.base import ConfigError
 from recbench.registry import MODELS
 
@@ -165,7 +166,7 @@ def test_errors_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(ConfigError, match="expected an integer"):
         experiments.plan("embedding-size", ["micro"], replace(opts, values=("big",)))
     # a model that is not registered: one line naming it
-    monkeypatch.setattr(experiments, "MODELS", {k: v for k, v in MODELS.items() if k not in ("opeci-i", "opeci-u")})
+    monkeypatch.setattr(presets, "MODELS", {k: v for k, v in MODELS.items() if k not in ("opeci-i", "opeci-u")})
     with pytest.raises(ConfigError, match=r"needs models not registered yet: opeci-i, opeci-u \(registered"):
         experiments.plan("aggregation", ["micro"], opts)
     assert not (tmp_path / "records").exists()
@@ -285,13 +286,13 @@ def test_no_fit_builds_from_existing_records_and_lists_the_missing(micro: Split,
 def _capture_figures(monkeypatch: pytest.MonkeyPatch) -> list:
     """The figures ``write_outputs`` saves (through ``figures.save``), kept for inspection."""
     saved: list = []
-    real = experiments.figures.save
+    real = figures.save
 
     def save(fig, stem):
         saved.append(fig)
         return real(fig, stem)
 
-    monkeypatch.setattr(experiments.figures, "save", save)
+    monkeypatch.setattr(figures, "save", save)
     return saved
 
 
@@ -337,7 +338,7 @@ def test_one_epoch_curve_is_a_marker_on_a_sensible_axis() -> None:
             "ndcg@10": [0.3, 0.2],
         }
     )
-    fig = experiments._epoch_figure(curves, "ndcg@10")
+    fig = plots.epoch_figure(curves, "ndcg@10")
     ax = fig.axes[0]
     lo, hi = ax.get_xlim()
     assert lo <= 0.5 and hi >= 1.5  # whole epochs, not 0.96–1.04
@@ -358,7 +359,7 @@ def test_curve_table_reports_the_last_epoch_not_the_best_on_test() -> None:
             "ndcg@10": [0.5, 0.3, 0.5, 0.1],
         }
     )
-    t = experiments._curve_table(curves, ["hr@10", "ndcg@10"])
+    t = tables.curve_table(curves, ["hr@10", "ndcg@10"])
     assert list(t.columns) == ["Dataset", "Model", "Epochs", "HR@10 at the last epoch", "NDCG@10 at the last epoch"]
     assert t.loc[0, "NDCG@10 at the last epoch"] == "0.200 ± 0.141" and t.loc[0, "Epochs"] == 2
 
@@ -366,7 +367,7 @@ def test_curve_table_reports_the_last_epoch_not_the_best_on_test() -> None:
 def test_embedding_size_panel_has_the_papers_point() -> None:
     import types
 
-    paper, label = experiments._paper_points(
+    paper, label = tables.paper_points(
         experiments.get_preset("embedding-size"), ["ml-100k", "ml-1m", "micro"], experiments.load_presets()
     )
     assert "Table 2" in label
@@ -389,17 +390,17 @@ def test_embedding_size_panel_has_the_papers_point() -> None:
             "ci95_high": float("nan"),
         }
     )
-    part, tidy = experiments._param_table(
+    part, tidy = tables.param_table(
         experiments.get_preset("embedding-size"), types.SimpleNamespace(summary=summary), paper
     )
     assert "| **0.600** (paper 0.774)" in part.md and "embedding_size=64 (default)" in part.md
-    fig = experiments._param_figure(tidy, "d", experiments.Spread(1, 1), logx=True, paper_label=label)
+    fig = plots.param_figure(tidy, "d", plots.Spread(1, 1), logx=True, paper_label=label)
     assert label in [t.get_text() for t in fig.legends[0].get_texts()]
 
 
 def test_html_tables_are_built_from_the_data_not_from_markdown() -> None:
     df = pd.DataFrame({"Model": ["a | b", "**c"], "Score": ["<1>", "0.5"]})
-    part = experiments._table(df)
+    part = tables.table_part(df)
     assert "<td>a | b</td>" in part.html and "<td>**c</td>" in part.html and "<td>&lt;1&gt;</td>" in part.html
     assert "<b>" not in part.html and part.html.count("<tr>") == 3
 
@@ -408,6 +409,6 @@ def test_regenerate_command_never_has_no_fit(tmp_path: Path) -> None:
     opts = experiments.ExperimentOptions(
         out=tmp_path, no_fit=True, command="recbench experiment aggregation --dataset micro --seeds 0 --out x --no-fit"
     )
-    assert experiments._command(experiments.get_preset("aggregation"), ["micro"], opts) == (
+    assert experiments.regenerate_command(experiments.get_preset("aggregation"), ["micro"], opts) == (
         "recbench experiment aggregation --dataset micro --seeds 0 --out x"
     )

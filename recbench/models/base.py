@@ -159,14 +159,20 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+EXECUTION = {"execution": True}  # field metadata: how a result is computed, never part of the key
+ADDED_LATER = {"added_later": True}  # field metadata: part of the key only away from its default
+
+
 def identity_config(config: Any) -> dict[str, Any]:
     """The config as part of a record's key: every field except those marked
-    ``metadata={"execution": True}`` (how a result is computed, not which: fast paths that
-    compute the same function with other float rounding), so that adding such a switch keeps
-    every earlier record's key."""
+    :data:`EXECUTION` (how a result is computed, not which: fast paths that compute the same
+    function with other float rounding), and those marked :data:`ADDED_LATER` while they hold
+    their default (a semantic option added after records were made: at its default it is what
+    those records ran, so they keep their keys; away from it, it is a different experiment)."""
     out = config_to_dict(config)
+    defaults = config_to_dict(type(config)())
     for f in dataclasses.fields(config):
-        if f.metadata.get("execution"):
+        if f.metadata.get("execution") or (f.metadata.get("added_later") and out.get(f.name) == defaults.get(f.name)):
             out.pop(f.name, None)
     return out
 

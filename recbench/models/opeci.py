@@ -98,6 +98,15 @@ several threads); the correlation block's rank-one path. For inference all users
 factors are computed once and cached until the next ``invalidate_cache`` (every epoch
 start/end); ``score_matrix`` batches the block over (user, item) pairs from the cache.
 
+- ``batch_order = "shuffled"``: every epoch's instances (each positive and its ``n_negatives``
+  sampled negatives) in one random order, as the paper's pointwise loss over instances reads.
+  ``"grouped"`` is RecBole's layout: shuffled positives, each followed by its own negatives. The
+  same instances per epoch; a batch of 256 holds the users of 36 positives instead of ~240
+  distinct users, so the user side aggregates far fewer neighbourhoods per step (faster), but
+  batch normalisation and each step's gradient see less varied users. A named alternative for
+  measurement on the validation item (issue 17), not the default; added after the first records,
+  so it enters a record's key only when set (:data:`recbench.models.base.ADDED_LATER`).
+
 Execution switches (the same function, other float rounding; not part of a record's key,
 :func:`recbench.models.base.identity_config`; issue 17):
 
@@ -155,8 +164,10 @@ class OPECI(TorchModel):
         return OPECIModule(self.config, train)
 
     def batches(self, train: TrainData, rng: np.random.Generator) -> Batches:
-        """Pointwise, with target ``rating / max(R)`` for a positive."""
-        return self.pointwise(train, rng, positive_targets=rating_targets(train))
+        """Pointwise, with target ``rating / max(R)`` for a positive; shuffled instances, or
+        each positive followed by its own negatives (``batch_order = "grouped"``)."""
+        grouped = self.config.batch_order == "grouped"
+        return self.pointwise(train, rng, positive_targets=rating_targets(train), grouped=grouped)
 
     def invalidate_cache(self) -> None:
         self._cache = None

@@ -155,6 +155,37 @@ def test_execution_switches_are_not_part_of_a_record_key() -> None:
     assert "loo_aggregation" not in identity_config(cfg) and "rank_one" in identity_config(cfg)
 
 
+def test_an_option_added_later_enters_the_key_only_away_from_its_default() -> None:
+    cfg = OPECI.Config()
+    assert "batch_order" not in identity_config(cfg)  # records made before it existed keep their keys
+    grouped = dataclasses.replace(cfg, batch_order="grouped")
+    assert identity_config(grouped) == {**identity_config(cfg), "batch_order": "grouped"}
+
+
+def test_grouped_batches_hold_each_positive_with_its_own_negatives(rng: np.random.Generator) -> None:
+    """``batch_order = "grouped"``: the same instances as the shuffled order (every training
+    pair once as a positive, ``n_negatives`` negatives of its user), laid out as runs of
+    ``1 + n_negatives`` rows of one user, the positive first; fewer distinct users per batch."""
+    train = random_train(rng)
+    rows = {}
+    for order in ("shuffled", "grouped"):
+        model = OPECI(apply_overrides(OPECI.Config(), {**SMALL, "batch_order": order}))
+        batches = list(model.batches(train, np.random.default_rng(1)))
+        rows[order] = [torch.cat(parts) for parts in zip(*batches, strict=True)]
+    users, items, targets = (t.numpy() for t in rows["grouped"])
+    k = 1 + SMALL["n_negatives"]
+    n = len(users) // k * k
+    assert (users[:n].reshape(-1, k) == users[:n:k, None]).all()
+    assert (targets[:n:k] > 0).all() and (targets[:n].reshape(-1, k)[:, 1:] == 0).all()
+    train_keys = np.sort(train.users.astype(np.int64) * train.n_items + train.items)
+    assert np.array_equal(np.sort(users[targets > 0].astype(np.int64) * train.n_items + items[targets > 0]), train_keys)
+    su, _, st = (t.numpy() for t in rows["shuffled"])
+    assert np.array_equal(np.sort(users), np.sort(su)) and np.isclose(targets.sum(), st.sum())
+    bs = SMALL["batch_size"]
+    distinct = {o: np.mean([len(np.unique(r[0][s : s + bs])) for s in range(0, n, bs)]) for o, r in rows.items()}
+    assert distinct["grouped"] < 0.6 * distinct["shuffled"], distinct
+
+
 @pytest.mark.parametrize("over", [{}, {"user_aggregation": "mean"}, {"max_neighbors": 3}, {"exclude_target": False}])
 def test_padded_layout_matches_the_csr_layout(rng: np.random.Generator, over: dict) -> None:
     """The accelerator layout computes the same factors (exactly the direct exclusion, no

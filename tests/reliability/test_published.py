@@ -103,3 +103,27 @@ def test_from_record_reproduces_a_published_record(model: str, fresh_home: dict[
             for metric, v in old["metrics"][proto].items():
                 assert abs(new["metrics"][proto][metric] - v) < 0.02, (proto, metric, v, new["metrics"][proto][metric])
         print(json.dumps({"record_cpu": old["hardware"]["cpu"], "this_cpu": hardware()["cpu"]}))
+
+
+def test_todays_code_gives_every_current_record_its_key() -> None:
+    """Adding a config field (or changing the key's code) must not orphan committed records: for
+    every record of its model's current revision, the key computed now from the record's own
+    config, split and schedule is the key it was stored under (records of older revisions are
+    never reused, by design)."""
+    from types import SimpleNamespace
+
+    from recbench.plan import cell_from_record
+    from recbench.registry import get_model_class
+    from recbench.results import record_key
+    from recbench.runner import cell_identity
+
+    checked: set[str] = set()
+    for rec in iter_records(REPO / "results", with_ranks=False):
+        cell = cell_from_record(rec.data)
+        cls = get_model_class(cell.ref or cell.model)
+        if rec.data.get("revision", 1) != cls.revision_of(cell.config):
+            continue
+        split = SimpleNamespace(dataset=rec["dataset"], fingerprint=rec["split"])
+        assert record_key(cell_identity(split, cell, rec.data.get("device", "cpu"))) == rec["key"], rec.path
+        checked.add(rec["model"])
+    assert {"opeci", "cadncf", "ncf", "bpr"} <= checked, checked

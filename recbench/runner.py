@@ -1,14 +1,17 @@
-"""Executing cells: for each typed :class:`Cell` (data set, model, frozen config, seed, split)
-fit, evaluate and write one result record, skipping cells whose record already exists (resume
-after a crash) and resuming a fit from its last per-epoch checkpoint.
+"""Executing one cell: for a typed :class:`Cell` (data set, model, frozen config, seed, split)
+fit, evaluate and write one result record, skipping a cell whose record already exists (resume
+after a crash) and resuming a fit from its last per-epoch checkpoint. Also here: the options of a
+run (:class:`RunOptions`, checked when made; :func:`check_run_options` and
+:func:`check_datasets` before any work), a cell's identity (its record key), loading the splits
+cells need, and the :class:`Reporter` callbacks.
 
 Data flow: ``plan`` (options → cells) → split (cached, fingerprinted) → ``model.fit`` →
 evaluator → :class:`~recbench.results.Record`. Nothing here reads global configuration or
 resolves a configuration: cells arrive fully resolved (:mod:`recbench.plan`).
 
-Executors: in this process (``jobs=1``) or ``jobs`` worker processes on this machine
-(:func:`execute_local`); a Ray cluster (:mod:`recbench.ray_executor`); :func:`recbench.plan.execute`
-chooses. Every executor writes the same files with the same numbers.
+Executors run many cells: in this process or ``--jobs`` worker processes
+(:mod:`recbench.executors`), or on a Ray cluster (:mod:`recbench.ray_executor`);
+:func:`recbench.plan.execute` chooses. Every executor writes the same files with the same numbers.
 What a record says about the code and the machine comes from :mod:`recbench.provenance`.
 """
 
@@ -18,7 +21,6 @@ import functools
 import json
 import random
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -52,6 +54,7 @@ from recbench.results import (
 )
 
 EXECUTORS = ("local", "ray")
+"""``--executor``: :mod:`recbench.executors` (this machine) or :mod:`recbench.ray_executor`."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class RunOptions:
 
     @property
     def checkpoint_root(self) -> Path:
+        """Where fits keep their per-epoch checkpoints."""
         return self.checkpoint_dir if self.checkpoint_dir is not None else self.out / ".checkpoints"
 
 
@@ -170,6 +174,7 @@ class Reporter:
 
 
 def build_model(name: str, overrides: dict[str, Any] | None = None) -> Model:
+    """A model by name, its defaults with ``overrides`` applied."""
     cls = get_model_class(name)
     cfg = apply_overrides(cls.Config(), overrides or {}, name)
     return cls(cfg)
@@ -199,6 +204,7 @@ def cell_identity(split: Split, cell: Cell, device: str) -> dict[str, Any]:
 
 
 def cell_key(split: Split, cell: Cell, device: str) -> str:
+    """The cell's record key (the hash of :func:`cell_identity`)."""
     return record_key(cell_identity(split, cell, device))
 
 
@@ -208,6 +214,7 @@ def checkpoint_path(opts: RunOptions, dataset: str, model: str, seed: int, key: 
 
 
 def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, numpy and torch; returns the fit's generator."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     try:
@@ -404,7 +411,7 @@ def mark_used(opts: RunOptions, rec: Record, experiment: str | None) -> Record:
     return rec
 
 
-# ----------------------------------------------------------------------------- executing cells
+# ----------------------------------------------------------------------------- splits
 
 
 SplitLoader = Callable[[str], Split]
@@ -417,6 +424,7 @@ def default_split_loader(opts: RunOptions) -> SplitLoader:
 
 
 def load_spec(spec: SplitSpec, data_dir: Path | None) -> Split:
+    """The split ``spec`` names, from the cache (made if missing)."""
     from recbench.data import load_split
 
     return load_split(
@@ -427,105 +435,13 @@ def load_spec(spec: SplitSpec, data_dir: Path | None) -> Split:
 def load_splits(
     cells: Sequence[Cell], opts: RunOptions, reporter: Reporter, split_loader: SplitLoader | None
 ) -> dict[SplitSpec, Split]:
+    """Each split the cells need, loaded once."""
     splits: dict[SplitSpec, Split] = {}
     for c in cells:
         if c.split not in splits:
             reporter.phase(None, f"loading {c.dataset}")
             splits[c.split] = split_loader(c.dataset) if split_loader is not None else load_spec(c.split, opts.data_dir)
     return splits
-
-
-def execute_local(
-    cells: Sequence[Cell],
-    splits: dict[SplitSpec, Split],
-    opts: RunOptions,
-    reporter: Reporter | None = None,
-) -> list[Record]:
-    """Run every cell on this machine (records written as each finishes); returns the records in
-    cell order: in this process, or ``opts.jobs`` cells at a time in worker processes. (Ray:
-    :func:`recbench.plan.execute`.)"""
-    reporter = reporter or Reporter()
-    if opts.jobs <= 1 or len(cells) <= 1:
-        return [run_cell(splits[c.split], c, opts, reporter) for c in cells]
-    return _execute_processes(cells, splits, opts, reporter)
-
-
-# ----------------------------------------------------------------------------- worker processes
-
-
-class QueueReporter(Reporter):
-    """A worker's reporter: every event goes to the parent through a queue."""
-
-    def __init__(self, q: Any) -> None:
-        self.q = q
-
-    def __getattribute__(self, name: str) -> Any:
-        if name in ("cell_start", "cell_skip", "epoch", "batch", "phase", "message", "cell_end"):
-            q = object.__getattribute__(self, "q")
-            return lambda *args: q.put((name, args))
-        return object.__getattribute__(self, name)
-
-
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(threads: int, q: Any) -> None:
-    set_threads(threads)
-    _WORKER["reporter"] = QueueReporter(q)
-
-
-def _worker_run(split: Split, cell: Cell, opts: RunOptions) -> Record:
-    return run_cell(split, cell, opts, _WORKER["reporter"])
-
-
-def set_threads(threads: int) -> None:
-    """torch's intra-op threads and the BLAS/OpenMP pools of numpy and scipy (0: leave the
-    defaults), so that ``--threads 1`` means one thread in every library a cell uses."""
-    if threads:
-        import torch
-        from threadpoolctl import threadpool_limits
-
-        torch.set_num_threads(threads)
-        threadpool_limits(limits=threads)  # applies now, for the rest of the process
-
-
-def _execute_processes(
-    cells: Sequence[Cell], splits: dict[SplitSpec, Split], opts: RunOptions, reporter: Reporter
-) -> list[Record]:
-    """``opts.jobs`` worker processes (spawned: no fork of a process holding torch's threads),
-    each with ``opts.threads`` torch threads; progress events are relayed to ``reporter``."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = mp.get_context("spawn")
-    events: Any = ctx.SimpleQueue()
-
-    def relay() -> None:
-        while True:
-            item = events.get()
-            if item is None:
-                return
-            name, args = item
-            getattr(reporter, name)(*args)
-
-    pump = threading.Thread(target=relay, daemon=True)
-    pump.start()
-    out: list[Record | None] = [None] * len(cells)
-    try:
-        with ProcessPoolExecutor(
-            opts.jobs, mp_context=ctx, initializer=_init_worker, initargs=(opts.threads, events)
-        ) as pool:
-            futures = {pool.submit(_worker_run, splits[c.split], c, opts): i for i, c in enumerate(cells)}
-            try:
-                for fut, i in futures.items():
-                    out[i] = fut.result()
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-    finally:
-        events.put(None)
-        pump.join(timeout=10)
-    return [r for r in out if r is not None]
 
 
 # ----------------------------------------------------------------------------- checks before any work

@@ -59,7 +59,7 @@ def _version(value: bool) -> None:
     if value:
         from importlib import metadata
 
-        from recbench.runner import code_version
+        from recbench.provenance import code_version
 
         code = code_version()
         dirty = ", modified" if code.get("dirty") else ""
@@ -242,8 +242,8 @@ def _dry_run(cells: list[Cell], opts: RunOptions) -> None:
 
     from recbench.models.base import config_to_dict
     from recbench.plan import estimate_seconds
+    from recbench.provenance import hardware
     from recbench.results import iter_records
-    from recbench.runner import hardware
 
     folders = dict.fromkeys([opts.out, Path("results")])
     past = [r for folder in folders for r in iter_records(folder, with_ranks=False, warn=False)]

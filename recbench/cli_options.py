@@ -79,7 +79,7 @@ def parse_seeds(value: str, option: str = "--seeds") -> tuple[int, ...]:
 def apply_threads(threads: int) -> None:
     """torch's intra-op threads and numpy/scipy's BLAS pools (recorded in every result's
     ``hardware``); ``--threads`` was checked by its callback."""
-    from recbench.runner import set_threads
+    from recbench.executors import set_threads
 
     set_threads(threads)
 

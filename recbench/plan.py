@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from recbench.executors import execute_local
 from recbench.models.base import ConfigError, apply_overrides, check_ranges, config_from_dict
 from recbench.registry import get_model_class
 from recbench.results import Record
@@ -34,7 +35,6 @@ from recbench.runner import (
     RunOptions,
     SplitLoader,
     SplitSpec,
-    execute_local,
     load_splits,
 )
 

@@ -10,6 +10,9 @@ does, and removes the fit's checkpoint. Checkpoints go to ``--checkpoint-dir`` (
 its worker or node was lost resumes from its last epoch. A cell whose retries are exhausted is
 recorded as failed and the grid goes on.
 
+The executor on this machine (in process, ``--jobs`` worker processes) is :mod:`recbench.executors`;
+:func:`recbench.plan.execute` chooses between them.
+
 Ray is an optional extra: ``pip install 'recbench[ray]'``.
 """
 
@@ -24,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from recbench.data.types import Split
+from recbench.executors import set_threads
 from recbench.models.base import ConfigError
 from recbench.results import Record, cell_lock, remove_stale_files
 from recbench.runner import (
@@ -36,7 +40,6 @@ from recbench.runner import (
     compute_cell,
     failed_record,
     finish_record,
-    set_threads,
 )
 
 MAX_RETRIES = 3  # per task, after a lost worker or node

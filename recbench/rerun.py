@@ -12,6 +12,7 @@ from typing import Any
 from recbench.data.types import Split
 from recbench.models.base import ConfigError
 from recbench.plan import cell_from_record
+from recbench.provenance import versions
 from recbench.results import Record, read_record
 from recbench.runner import (
     Cell,
@@ -19,7 +20,6 @@ from recbench.runner import (
     check_datasets,
     check_run_options,
     default_split_loader,
-    versions,
 )
 
 __all__ = ["Rerun", "prepare_rerun"]

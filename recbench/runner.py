@@ -1,33 +1,31 @@
-"""Executing cells: for each typed :class:`Cell` (data set, model, frozen config, seed, split)
-fit, evaluate and write one result record, skipping cells whose record already exists (resume
-after a crash) and resuming a fit from its last per-epoch checkpoint.
+"""Executing one cell: for a typed :class:`Cell` (data set, model, frozen config, seed, split)
+fit, evaluate and write one result record, skipping a cell whose record already exists (resume
+after a crash) and resuming a fit from its last per-epoch checkpoint. Also here: the options of a
+run (:class:`RunOptions`, checked when made; :func:`check_run_options` and
+:func:`check_datasets` before any work), a cell's identity (its record key), loading the splits
+cells need, and the :class:`Reporter` callbacks.
 
 Data flow: ``plan`` (options → cells) → split (cached, fingerprinted) → ``model.fit`` →
 evaluator → :class:`~recbench.results.Record`. Nothing here reads global configuration or
 resolves a configuration: cells arrive fully resolved (:mod:`recbench.plan`).
 
-Executors: in this process (``jobs=1``) or ``jobs`` worker processes on this machine
-(:func:`execute_local`); a Ray cluster (:mod:`recbench.ray_executor`); :func:`recbench.plan.execute`
-chooses. Every executor writes the same files with the same numbers.
+Executors run many cells: in this process or ``--jobs`` worker processes
+(:mod:`recbench.executors`), or on a Ray cluster (:mod:`recbench.ray_executor`);
+:func:`recbench.plan.execute` chooses. Every executor writes the same files with the same numbers.
+What a record says about the code and the machine comes from :mod:`recbench.provenance`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
-import platform
 import random
-import resource
-import subprocess
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +42,7 @@ from recbench.models.base import (
     config_diff,
     identity_config,
 )
+from recbench.provenance import PeakMemory, code_version, hardware, versions
 from recbench.registry import get_model_class
 from recbench.results import (
     Record,
@@ -55,6 +54,7 @@ from recbench.results import (
 )
 
 EXECUTORS = ("local", "ray")
+"""``--executor``: :mod:`recbench.executors` (this machine) or :mod:`recbench.ray_executor`."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,7 @@ class RunOptions:
 
     @property
     def checkpoint_root(self) -> Path:
+        """Where fits keep their per-epoch checkpoints."""
         return self.checkpoint_dir if self.checkpoint_dir is not None else self.out / ".checkpoints"
 
 
@@ -169,128 +170,11 @@ class Reporter:
     def cell_end(self, rec: Record) -> None: ...
 
 
-# ----------------------------------------------------------------------------- environment
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("recbench", "numpy", "scipy", "torch", "implicit", "pandas"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "absent"
-    return out
-
-
-@functools.cache
-def code_version() -> dict[str, Any]:
-    """What code makes a record: the git commit and whether the code differs from it (tracked
-    changes under ``recbench/``, ``baselines/``, ``datasets.toml``, ``pyproject.toml``) when run
-    from a checkout, else the installed recbench version."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        version = metadata.version("recbench")
-    except metadata.PackageNotFoundError:  # pragma: no cover - run from a bare source tree
-        version = "unknown"
-    if not (root / ".git").exists() or not (root / "pyproject.toml").exists():
-        return {"version": version}
-    git = ["git", "-C", str(root)]
-    try:
-        commit = subprocess.run(
-            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            [
-                *git,
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                "recbench",
-                "baselines",
-                "datasets.toml",
-                "pyproject.toml",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {"version": version}
-    return {"version": version, "commit": commit, "dirty": bool(status.strip())}
-
-
-def hardware(device: str = "cpu") -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
-    try:
-        import torch
-
-        info["torch_threads"] = torch.get_num_threads()
-        # the vector ISA torch's kernels dispatch to (AVX2, AVX512, ...): one CPU model name can
-        # hide several (virtual machines report "AMD EPYC" for Zen 2 to Zen 4), and float
-        # results of the same code differ between them
-        info["isa"] = torch.backends.cpu.get_cpu_capability()
-        from threadpoolctl import threadpool_info
-
-        info["blas"] = [
-            f"{p.get('internal_api')} {p.get('version') or ''} ({p.get('num_threads')} threads)".replace("  ", " ")
-            for p in threadpool_info()
-            if p.get("user_api") == "blas"
-        ]
-        if device != "cpu" and torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:  # pragma: no cover
-        pass
-    return info
-
-
-class PeakMemory:
-    """Peak resident memory (MiB) during a block, sampled from /proc (falls back to the
-    process high-water mark where /proc is unavailable)."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval = interval
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-    def _rss_mb(self) -> float:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * self._page / 2**20
-        except OSError:
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, self._rss_mb())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakMemory:
-        self.peak_mb = self._rss_mb()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, self._rss_mb())
-
-
 # ----------------------------------------------------------------------------- one cell
 
 
 def build_model(name: str, overrides: dict[str, Any] | None = None) -> Model:
+    """A model by name, its defaults with ``overrides`` applied."""
     cls = get_model_class(name)
     cfg = apply_overrides(cls.Config(), overrides or {}, name)
     return cls(cfg)
@@ -320,6 +204,7 @@ def cell_identity(split: Split, cell: Cell, device: str) -> dict[str, Any]:
 
 
 def cell_key(split: Split, cell: Cell, device: str) -> str:
+    """The cell's record key (the hash of :func:`cell_identity`)."""
     return record_key(cell_identity(split, cell, device))
 
 
@@ -329,6 +214,7 @@ def checkpoint_path(opts: RunOptions, dataset: str, model: str, seed: int, key: 
 
 
 def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, numpy and torch; returns the fit's generator."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     try:
@@ -525,7 +411,7 @@ def mark_used(opts: RunOptions, rec: Record, experiment: str | None) -> Record:
     return rec
 
 
-# ----------------------------------------------------------------------------- executing cells
+# ----------------------------------------------------------------------------- splits
 
 
 SplitLoader = Callable[[str], Split]
@@ -538,6 +424,7 @@ def default_split_loader(opts: RunOptions) -> SplitLoader:
 
 
 def load_spec(spec: SplitSpec, data_dir: Path | None) -> Split:
+    """The split ``spec`` names, from the cache (made if missing)."""
     from recbench.data import load_split
 
     return load_split(
@@ -548,105 +435,13 @@ def load_spec(spec: SplitSpec, data_dir: Path | None) -> Split:
 def load_splits(
     cells: Sequence[Cell], opts: RunOptions, reporter: Reporter, split_loader: SplitLoader | None
 ) -> dict[SplitSpec, Split]:
+    """Each split the cells need, loaded once."""
     splits: dict[SplitSpec, Split] = {}
     for c in cells:
         if c.split not in splits:
             reporter.phase(None, f"loading {c.dataset}")
             splits[c.split] = split_loader(c.dataset) if split_loader is not None else load_spec(c.split, opts.data_dir)
     return splits
-
-
-def execute_local(
-    cells: Sequence[Cell],
-    splits: dict[SplitSpec, Split],
-    opts: RunOptions,
-    reporter: Reporter | None = None,
-) -> list[Record]:
-    """Run every cell on this machine (records written as each finishes); returns the records in
-    cell order: in this process, or ``opts.jobs`` cells at a time in worker processes. (Ray:
-    :func:`recbench.plan.execute`.)"""
-    reporter = reporter or Reporter()
-    if opts.jobs <= 1 or len(cells) <= 1:
-        return [run_cell(splits[c.split], c, opts, reporter) for c in cells]
-    return _execute_processes(cells, splits, opts, reporter)
-
-
-# ----------------------------------------------------------------------------- worker processes
-
-
-class QueueReporter(Reporter):
-    """A worker's reporter: every event goes to the parent through a queue."""
-
-    def __init__(self, q: Any) -> None:
-        self.q = q
-
-    def __getattribute__(self, name: str) -> Any:
-        if name in ("cell_start", "cell_skip", "epoch", "batch", "phase", "message", "cell_end"):
-            q = object.__getattribute__(self, "q")
-            return lambda *args: q.put((name, args))
-        return object.__getattribute__(self, name)
-
-
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(threads: int, q: Any) -> None:
-    set_threads(threads)
-    _WORKER["reporter"] = QueueReporter(q)
-
-
-def _worker_run(split: Split, cell: Cell, opts: RunOptions) -> Record:
-    return run_cell(split, cell, opts, _WORKER["reporter"])
-
-
-def set_threads(threads: int) -> None:
-    """torch's intra-op threads and the BLAS/OpenMP pools of numpy and scipy (0: leave the
-    defaults), so that ``--threads 1`` means one thread in every library a cell uses."""
-    if threads:
-        import torch
-        from threadpoolctl import threadpool_limits
-
-        torch.set_num_threads(threads)
-        threadpool_limits(limits=threads)  # applies now, for the rest of the process
-
-
-def _execute_processes(
-    cells: Sequence[Cell], splits: dict[SplitSpec, Split], opts: RunOptions, reporter: Reporter
-) -> list[Record]:
-    """``opts.jobs`` worker processes (spawned: no fork of a process holding torch's threads),
-    each with ``opts.threads`` torch threads; progress events are relayed to ``reporter``."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = mp.get_context("spawn")
-    events: Any = ctx.SimpleQueue()
-
-    def relay() -> None:
-        while True:
-            item = events.get()
-            if item is None:
-                return
-            name, args = item
-            getattr(reporter, name)(*args)
-
-    pump = threading.Thread(target=relay, daemon=True)
-    pump.start()
-    out: list[Record | None] = [None] * len(cells)
-    try:
-        with ProcessPoolExecutor(
-            opts.jobs, mp_context=ctx, initializer=_init_worker, initargs=(opts.threads, events)
-        ) as pool:
-            futures = {pool.submit(_worker_run, splits[c.split], c, opts): i for i, c in enumerate(cells)}
-            try:
-                for fut, i in futures.items():
-                    out[i] = fut.result()
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-    finally:
-        events.put(None)
-        pump.join(timeout=10)
-    return [r for r in out if r is not None]
 
 
 # ----------------------------------------------------------------------------- checks before any work

@@ -13,7 +13,7 @@ import numpy as np
 
 from recbench.bench.measure import median
 from recbench.data.types import Interactions
-from recbench.runner import PeakMemory
+from recbench.provenance import PeakMemory
 
 __all__ = ["bench_data", "ml1m_like", "write_ratings_dat"]
 

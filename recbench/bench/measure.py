@@ -37,7 +37,8 @@ from recbench.data.types import Split
 from recbench.eval import metrics
 from recbench.eval.evaluator import PROTOCOLS, evaluate
 from recbench.models.base import ConfigError, FitContext, config_to_dict
-from recbench.runner import PeakMemory, Reporter, build_model, seed_everything
+from recbench.provenance import PeakMemory
+from recbench.runner import Reporter, build_model, seed_everything
 
 __all__ = ["MODEL_FIELDS", "BenchOptions", "bench_model", "median"]
 

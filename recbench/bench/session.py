@@ -19,8 +19,9 @@ from recbench.bench.flops import matmul_peak, torch_device
 from recbench.bench.measure import BenchOptions, bench_model, median, overrides_for
 from recbench.data.types import Split
 from recbench.models.base import ConfigError
+from recbench.provenance import hardware, versions
 from recbench.results import Record
-from recbench.runner import Reporter, build_model, hardware, versions
+from recbench.runner import Reporter, build_model
 
 __all__ = ["bench_datasets", "check_models", "run_bench"]
 

@@ -175,7 +175,7 @@ def test_checkpoint_format_refuses_damage() -> None:
 
 
 def test_records_say_what_code_made_them(tiny_split, tmp_path: Path) -> None:
-    from recbench.runner import code_version
+    from recbench.provenance import code_version
 
     code_version.cache_clear()  # read once per process; a commit made since would be missed here
     (rec,) = run_grid(["tiny"], ["itempop"], RunOptions(out=tmp_path), split_loader=lambda _n: tiny_split)

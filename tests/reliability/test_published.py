@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recbench.provenance import hardware
 from recbench.results import iter_records, read_record
-from recbench.runner import hardware
 
 from ._procs import child_env, recbench
 

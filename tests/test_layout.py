@@ -63,3 +63,28 @@ def test_find_cycle_finds_one() -> None:
 def test_no_import_circle() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, " -> ".join(cycle or [])
+
+
+MAX_MODULE_LINES = 500  # one concept per module: split a module before it grows past this
+
+
+def test_no_module_over_the_size_limit() -> None:
+    sizes = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
+    over = {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES}
+    assert not over, f"modules over {MAX_MODULE_LINES} lines (split them by concept): {over}"
+
+
+def test_readme_layout_names_every_package_and_top_level_module() -> None:
+    """Every module and package directly under ``recbench/`` is named in README's "Layout"
+    (``baselines/`` is named as a whole)."""
+    layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    missing = [
+        name
+        for name, path in _modules().items()
+        if name.startswith("recbench.")
+        and name.count(".") == 1  # a top-level module or package
+        and path.stem != "__init__"
+        and path.name not in layout
+        and f"{name.split('.')[1]}/" not in layout
+    ]
+    assert not missing, f"README's Layout section does not mention: {missing}"

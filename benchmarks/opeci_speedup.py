@@ -10,6 +10,9 @@ losses and scores agree (the fast paths compute the same function up to float ro
 
 Each worker runs with one thread (``--threads``; ``--current-threads`` gives HEAD's worker another count, to
 measure one fit on both cores against the baseline on one); quote the ratio, not the absolute rates.
+``--current-set KEY=VALUE`` gives HEAD's model a config override, e.g. ``--baseline HEAD --current-set
+batch_order=grouped`` times the grouped batch order against the shuffled one (other batches: the loss
+and score comparisons then say nothing about exactness).
 
 ``--layouts`` compares, on HEAD only, the two ways of using both cores for OPECI's training: one
 process with 2 threads doing 2×``--steps`` steps against two single-threaded processes doing
@@ -35,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def worker(dataset: str, steps: int, users: int, threads: int) -> dict[str, object]:
+def worker(dataset: str, steps: int, users: int, threads: int, sets: list[str] | None = None) -> dict[str, object]:
     """Time ``steps`` training steps and the full ranking of ``users`` users (run in a tree)."""
     import numpy as np
     import torch
@@ -47,7 +50,12 @@ def worker(dataset: str, steps: int, users: int, threads: int) -> dict[str, obje
     torch.set_num_threads(threads)
     split = load_split(dataset)
     cls = MODELS["opeci"]
-    model = cls(cls.Config(epochs=0))
+    config = cls.Config(epochs=0)
+    if sets:  # KEY=VALUE config overrides (for example batch_order=grouped)
+        from recbench.models.base import apply_overrides
+
+        config = apply_overrides(config, dict(kv.split("=", 1) for kv in sets))
+    model = cls(config)
     model.fit(split.train, np.random.default_rng(0), FitContext())  # builds the module only
     model.module.train()
     rng = np.random.default_rng(1)
@@ -176,12 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--current-threads", type=int, default=None, help="HEAD's threads (default: --threads)")
+    ap.add_argument(
+        "--current-set", action="append", default=[], metavar="KEY=VALUE", help="an OPECI config override for HEAD"
+    )
+    ap.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)  # a worker's overrides
     ap.add_argument("--layouts", action="store_true", help="2 threads in 1 process vs 2 processes (HEAD only)")
     ap.add_argument("--out", type=Path, default=None, help="folder for a JSON record")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.dataset, args.steps, args.users, args.threads)))
+        print(json.dumps(worker(args.dataset, args.steps, args.users, args.threads, args.set)))
         return 0
     if args.layouts:
         return layouts(args, argv)
@@ -210,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                         str(args.users),
                         "--threads",
                         str(threads),
+                        *(f"--set={kv}" for kv in (args.current_set if name == "current" else [])),
                     ]
                     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
                     if done.returncode != 0:

@@ -240,7 +240,7 @@ def _dry_run(cells: list[Cell], opts: RunOptions) -> None:
 
     from rich.table import Table
 
-    from recbench.models.base import config_to_dict
+    from recbench.models.base import identity_config
     from recbench.plan import estimate_seconds
     from recbench.provenance import hardware
     from recbench.results import iter_records
@@ -248,7 +248,7 @@ def _dry_run(cells: list[Cell], opts: RunOptions) -> None:
     folders = dict.fromkeys([opts.out, Path("results")])
     past = [r for folder in folders for r in iter_records(folder, with_ranks=False, warn=False)]
 
-    def same_json(obj: object) -> str:  # a config as a record stores it (tuples become lists)
+    def same_json(obj: object) -> str:  # a config as a record stores it (its identity; tuples become lists)
         return json.dumps(obj, sort_keys=True, default=str)
 
     done = {
@@ -262,7 +262,7 @@ def _dry_run(cells: list[Cell], opts: RunOptions) -> None:
         table.add_column(col, justify="right" if col in ("seed", "estimate") else "left")
     total, unknown = 0.0, 0
     for c in cells:
-        key = (c.dataset, c.model, c.seed, c.split.seed, same_json(config_to_dict(c.config)))
+        key = (c.dataset, c.model, c.seed, c.split.seed, same_json(identity_config(c.config)))
         if key in done:
             table.add_row(c.dataset, str(c.split.seed), c.model, str(c.seed), "record exists", "—")
             continue

@@ -1,6 +1,9 @@
-"""Shared fixtures: a seeded rng, an isolated cache, a small synthetic split."""
+"""Shared fixtures: a seeded rng, an isolated cache, a small synthetic split; one thread per
+xdist worker."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -8,6 +11,18 @@ import pytest
 from recbench.data.split import leave_one_out
 from recbench.data.synthetic import make_synthetic
 from recbench.data.types import Split
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (CI: ``-n 2``) each worker keeps to one thread (torch and BLAS), so two
+    workers use the two cores instead of oversubscribing them; the processes tests start are
+    pinned to one thread by ``tests/reliability/_procs.child_env``."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(1)
+        threadpool_limits(limits=1)
 
 
 @pytest.fixture

@@ -241,3 +241,15 @@ def test_run_dry_run_lists_cells_with_estimates(tmp_path: Path) -> None:
         env={"COLUMNS": "200"},
     )
     assert "record exists" in again.output
+
+
+def test_dry_run_finds_the_record_of_a_model_with_execution_switches(tmp_path: Path) -> None:
+    """A record stores its config's identity (no execution switches such as OPECI's
+    ``loo_aggregation``); the dry run compares identities, so an OPECI cell that has a record is
+    not shown as "to run"."""
+    small = ["--set", "opeci.epochs=1", "--set", "opeci.embedding_size=8", "--set", "opeci.mlp_hidden=(16,)"]
+    args = ["run", "--dataset", "synthetic", "--models", "opeci", *small, "--threads", "1", "--out", str(tmp_path)]
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, [*args, "--dry-run"], env={"COLUMNS": "200"})
+    assert again.exit_code == 0, again.output
+    assert "record exists" in next(ln for ln in again.output.splitlines() if "│ opeci" in ln)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -159,20 +159,25 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-EXECUTION = {"execution": True}  # field metadata: how a result is computed, never part of the key
-ADDED_LATER = {"added_later": True}  # field metadata: part of the key only away from its default
+EXECUTION: Mapping[str, Any] = types.MappingProxyType({"execution": True})
+"""Field metadata: how a result is computed (a fast path: the same function, other float
+rounding), never part of a record's key."""
+
+
+def added_later(default: Any) -> Mapping[str, Any]:
+    """Field metadata for a semantic option added after records were made: ``default`` is what
+    those records ran (and must stay the field's default; a test pins it). The field is part of
+    a record's key only when it holds another value, so the earlier records keep their keys."""
+    return types.MappingProxyType({"added_later": True, "original": default})
 
 
 def identity_config(config: Any) -> dict[str, Any]:
     """The config as part of a record's key: every field except those marked
-    :data:`EXECUTION` (how a result is computed, not which: fast paths that compute the same
-    function with other float rounding), and those marked :data:`ADDED_LATER` while they hold
-    their default (a semantic option added after records were made: at its default it is what
-    those records ran, so they keep their keys; away from it, it is a different experiment)."""
+    :data:`EXECUTION`, and those marked :func:`added_later` while they hold their original
+    value (what the records made before the field existed ran)."""
     out = config_to_dict(config)
-    defaults = config_to_dict(type(config)())
     for f in dataclasses.fields(config):
-        if f.metadata.get("execution") or (f.metadata.get("added_later") and out.get(f.name) == defaults.get(f.name)):
+        if f.metadata.get("execution") or (f.metadata.get("added_later") and out.get(f.name) == f.metadata["original"]):
             out.pop(f.name, None)
     return out
 

@@ -105,22 +105,23 @@ start/end); ``score_matrix`` batches the block over (user, item) pairs from the 
   distinct users, so the user side aggregates far fewer neighbourhoods per step (faster), but
   batch normalisation and each step's gradient see less varied users. A named alternative for
   measurement on the validation item (issue 17), not the default; added after the first records,
-  so it enters a record's key only when set (:data:`recbench.models.base.ADDED_LATER`).
+  so it enters a record's key only when set (:func:`recbench.models.base.added_later`).
 
 Execution switches (the same function, other float rounding; not part of a record's key,
 :func:`recbench.models.base.identity_config`; issue 17):
 
 - ``loo_aggregation = True``: a training pair's neighbourhood minus one neighbour from one
   pass over its node's full neighbourhood, ``(S − e_x x_x) / (Z − e_x)``
-  (:meth:`Aggregator.forward_leave_one_out`), falling back to the direct computation where
-  the subtraction would cancel digits; ``False`` aggregates once per distinct (node, dropped
-  neighbour) key (the reference the tests compare against).
+  (:meth:`recbench.models.aggregation.Aggregator.forward_leave_one_out`), falling back to the
+  direct computation where the subtraction would cancel digits; ``False`` aggregates once per
+  distinct (node, dropped neighbour) key (the reference the tests compare against).
 - ``fold_output = True``: at inference ``W^O`` is folded into the MLP's first Linear (exact:
   nothing nonlinear lies between them; the paper's block only, not ``opeci-res``).
 - ``layout = "auto"``: the CSR layout on a CPU; on CUDA a dense padded layout
-  (:class:`PaddedNeighbourhoods`) whose training step has static shapes and never synchronises
-  with the host (tested on the CPU with :func:`recbench.testing.no_host_sync`). With
-  ``max_neighbors`` the two layouts draw their samples differently (the same distribution).
+  (:class:`recbench.models.aggregation.PaddedNeighbourhoods`) whose training step has static
+  shapes and never synchronises with the host (tested on the CPU with
+  :func:`recbench.testing.no_host_sync`). With ``max_neighbors`` the two layouts draw their
+  samples differently (the same distribution).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from torch import nn
 from recbench.data.types import TrainData
 from recbench.models.aggregation import Aggregator, Neighbourhoods, PaddedNeighbourhoods
 from recbench.models.attention import CorrelationAttention, CorrelationHead
-from recbench.models.base import ADDED_LATER, EXECUTION
+from recbench.models.base import EXECUTION, added_later
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class OPECIConfig:
     embedding_std: float = 1.0  # σ of the "normal" init of user, item and opinion embeddings
     block: Literal["paper", "residual"] = "paper"
     # RecBole's batch layout (each positive followed by its own negatives); a variant (issue 17)
-    batch_order: Literal["shuffled", "grouped"] = field(default="shuffled", metadata=ADDED_LATER)
+    batch_order: Literal["shuffled", "grouped"] = field(default="shuffled", metadata=added_later("shuffled"))
     # execution only (the same function, other float rounding; not part of a record's key):
     loo_aggregation: bool = field(default=True, metadata=EXECUTION)
     fold_output: bool = field(default=True, metadata=EXECUTION)

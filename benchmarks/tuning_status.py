@@ -1,7 +1,7 @@
 """Where the validation-only tuning of issue 13 stands: one row per (data set, model) with every
 trial's validation NDCG@10 (and the epochs it ran before early stopping), and the chosen
 configuration where ``recbench tune`` has finished. Read from the committed trial records and
-``tuned/`` files; test ranks are never read.
+``tuned/`` files; only the trials' validation ranks are used (a trial stores no test ranks).
 
     python benchmarks/tuning_status.py --results results
 """
@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from recbench.plan import resolve_config
-from recbench.results import iter_records
+from recbench.results import iter_records, read_record
 from recbench.tune import default_space, is_tune_record, validation_score
 
 
@@ -28,8 +28,9 @@ def _epochs(n: int) -> str:
 
 def status(results: Path, metric: str = "ndcg@10") -> str:
     trials: dict[tuple[str, str], list[tuple[dict, float, int]]] = defaultdict(list)
-    for rec in iter_records(results):
-        if is_tune_record(rec):
+    for head in iter_records(results, with_ranks=False):
+        if is_tune_record(head):
+            rec = read_record(head.path)  # with its ranks
             over = {k: v for k, v in (rec.data.get("overrides") or {}).items() if k != "epochs"}
             epochs = int((rec.data.get("timing") or {}).get("epochs_run") or 0)
             trials[(rec["dataset"], rec["model"])].append((over, validation_score(rec, metric), epochs))

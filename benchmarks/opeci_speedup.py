@@ -151,12 +151,15 @@ def layouts(args: argparse.Namespace, argv: list[str] | None) -> int:
             f"{row['processes_wall_s']:.1f} s)",
             file=sys.stderr,
         )
-    ratio = statistics.median(x["threads_train_s"] / x["processes_train_s"] for x in rows)
-    lo = min(x["threads_train_s"] / x["processes_train_s"] for x in rows)
-    hi = max(x["threads_train_s"] / x["processes_train_s"] for x in rows)
+    ratios = [x["threads_train_s"] / x["processes_train_s"] for x in rows]
+    walls = [x["threads_wall_s"] / x["processes_wall_s"] for x in rows]
+    ratio, lo, hi = statistics.median(ratios), min(ratios), max(ratios)
+    wall = statistics.median(walls)
     print(
         f"{2 * args.steps} training steps on {args.dataset}: one process with 2 threads takes {ratio:.2f}× "
-        f"({lo:.2f}–{hi:.2f}, {args.rounds} rounds) the time of two single-threaded processes"
+        f"({lo:.2f}–{hi:.2f}, {args.rounds} rounds) the time of two single-threaded processes (training steps; "
+        f"the slower process of the two); whole commands, start-up included: {wall:.2f}× "
+        f"({min(walls):.2f}–{max(walls):.2f})"
     )
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -167,6 +170,7 @@ def layouts(args: argparse.Namespace, argv: list[str] | None) -> int:
             "commit": subprocess.check_output(["git", "-C", str(ROOT), "rev-parse", "HEAD"], text=True).strip(),
             "threads_over_processes": ratio,
             "range": [lo, hi],
+            "threads_over_processes_wall": wall,
             "load": list(os.getloadavg()),
             "rounds": rows,
         }

@@ -33,10 +33,17 @@ converge() {  # dataset models...
     --early-stopping 3 --seeds 0,1,2 --protocol both "${common[@]}"
 }
 
+grouped() {  # issue 17: the grouped batch order beside the tuning trial at the default lr (validation)
+  recbench run --dataset "$1" --models opeci --set opeci.epochs=5 --set opeci.batch_order=grouped --validation \
+    --early-stopping 2 --seeds 0 --threads 1 --out "$OUT/issue17-grouped"
+}
+
 case "$queue" in
   opeci)  # ml-100k first: the acceptance asks whether each reading learns there
     tune filmtrust opeci 5
+    grouped filmtrust
     tune ml-100k opeci 5
+    grouped ml-100k
     converge ml-100k opeci
     tune filmtrust opeci-res 5
     tune ml-100k opeci-res 5

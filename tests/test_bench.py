@@ -164,6 +164,25 @@ def test_record_has_every_field(record: dict) -> None:
     assert record["models"][0]["samples_per_s"] is None  # ItemPop has no epochs
 
 
+def test_stage_fractions_use_the_same_peak_as_the_model_fraction(split: Split) -> None:
+    """Every fraction of peak in a record is against the run's median matmul peak (start and
+    end): the model's and each stage's alike."""
+    opts = bench.BenchOptions(
+        epochs=1,
+        repeats=1,
+        protocols=("sampled",),
+        overrides={"opeci": {"embedding_size": 8, "mlp_hidden": (16,), "precise_bn_batches": 2}},
+        matmul_n=64,
+        matmul_repeats=2,
+    )
+    rec = bench.run_bench("tiny", ["opeci"], opts, split_loader=lambda _: split)
+    (m,) = rec["models"]
+    peak = rec["runs"][0]["matmul_peak"]["flops_per_s"]
+    assert m["peak_fraction"] == pytest.approx(m["achieved_flops_per_s"] / peak)
+    rated = [st for st in m["stages"] if st["flops_per_s"]]
+    assert rated and all(st["peak_fraction"] == pytest.approx(st["flops_per_s"] / peak) for st in rated)
+
+
 def test_write_bench_writes_json_and_markdown(record: dict, tmp_path: Path) -> None:
     path, md = bench.write_bench(record, tmp_path)
     assert path.name.startswith("tiny-cpu-") and path.suffix == ".json"

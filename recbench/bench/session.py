@@ -208,9 +208,12 @@ def run_bench(
     peak_end = matmul_peak(opts.device, opts.matmul_n, opts.matmul_repeats)
     peak = median([peak_start["flops_per_s"], peak_end["flops_per_s"]])
     run["matmul_peak"] = {"start": peak_start, "end": peak_end, "flops_per_s": peak}
-    for rec in measured:  # the fraction against the run's median peak (start and end)
+    for rec in measured:  # the fraction against the run's median peak (start and end), stages too
         if rec.get("achieved_flops_per_s") and peak:
             rec["peak_fraction"] = rec["achieved_flops_per_s"] / peak
+        for stage in rec.get("stages") or []:
+            if stage.get("flops_per_s") and peak:
+                stage["peak_fraction"] = stage["flops_per_s"] / peak
     first = record["runs"][0]["matmul_peak"]
     peaks = [r["matmul_peak"]["flops_per_s"] for r in record["runs"]]
     record["matmul_peak"] = {"start": first["start"], "end": peak_end, "flops_per_s": median(peaks)}

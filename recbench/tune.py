@@ -269,9 +269,22 @@ def tune(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     path = tuned_path(opts.out, dataset, model)
-    write_bytes_atomic(path, (json.dumps(doc, indent=1, default=str) + "\n").encode())
+    if _unchanged_but_created(path, doc):  # a resumed search that found nothing new: keep the file
+        doc["created"] = json.loads(path.read_text())["created"]
+    else:
+        write_bytes_atomic(path, (json.dumps(doc, indent=1, default=str) + "\n").encode())
     doc["path"] = str(path)
     return doc
+
+
+def _unchanged_but_created(path: Path, doc: dict[str, Any]) -> bool:
+    """Does ``path`` already hold ``doc``, its creation time aside?"""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    new = json.loads(json.dumps(doc, default=str))
+    return isinstance(old, dict) and {**old, "created": None} == {**new, "created": None}
 
 
 def _jsonable(v: Any) -> Any:

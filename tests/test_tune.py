@@ -111,8 +111,11 @@ def test_tune_writes_the_best_and_every_trial(micro: Split, tmp_path: Path) -> N
     assert doc["split"] == micro.fingerprint
     # trials resume: a second search does no new work and gives the same answer
     n_files = len(list((tmp_path / "records").rglob("*.json")))
+    path.write_text(json.dumps({**stored, "created": "2000-01-01T00:00:00+00:00"}, indent=1) + "\n")
+    before = path.read_bytes()
     again = tune.tune("micro", "bpr", _opts(tmp_path), split_loader=lambda _: micro)
     assert again["best"] == doc["best"] and len(list((tmp_path / "records").rglob("*.json"))) == n_files
+    assert path.read_bytes() == before  # nothing new found: the file (and its date) stays as it was
     # the report never shows tuning trials
     assert build_report(tmp_path, ["ndcg@10"]).summary.empty
 

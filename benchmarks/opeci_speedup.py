@@ -106,7 +106,8 @@ def worker(dataset: str, steps: int, users: int, threads: int, sets: list[str] |
     }
 
 
-def _worker_cmd(dataset: str, steps: int, threads: int) -> list[str]:
+def _worker_cmd(dataset: str, steps: int, threads: int, users: int = 1, sets: list[str] | None = None) -> list[str]:
+    """The command of one worker process (``--worker``)."""
     return [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -116,10 +117,21 @@ def _worker_cmd(dataset: str, steps: int, threads: int) -> list[str]:
         "--steps",
         str(steps),
         "--users",
-        "1",
+        str(users),
         "--threads",
         str(threads),
+        *(f"--set={kv}" for kv in sets or []),
     ]
+
+
+def _write_record(out: Path, kind: str, dataset: str, argv: list[str] | None, fields: dict[str, object]) -> None:
+    """``OUT/opeci-KIND-DATASET-STAMP.json``: the command, ``fields`` and the machine's load."""
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = out / f"opeci-{kind}-{dataset}-{stamp}.json"
+    command = ["python", "benchmarks/opeci_speedup.py", *(argv if argv is not None else sys.argv[1:])]
+    path.write_text(json.dumps({"command": command, **fields, "load": list(os.getloadavg())}, indent=1) + "\n")
+    print(f"wrote {path}")
 
 
 def layouts(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -162,20 +174,15 @@ def layouts(args: argparse.Namespace, argv: list[str] | None) -> int:
         f"({min(walls):.2f}–{max(walls):.2f})"
     )
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        path = args.out / f"opeci-layouts-{args.dataset}-{stamp}.json"
-        rec = {
-            "command": ["python", "benchmarks/opeci_speedup.py", *(argv if argv is not None else sys.argv[1:])],
-            "commit": subprocess.check_output(["git", "-C", str(ROOT), "rev-parse", "HEAD"], text=True).strip(),
+        commit = subprocess.check_output(["git", "-C", str(ROOT), "rev-parse", "HEAD"], text=True).strip()
+        fields = {
+            "commit": commit,
             "threads_over_processes": ratio,
             "range": [lo, hi],
             "threads_over_processes_wall": wall,
-            "load": list(os.getloadavg()),
             "rounds": rows,
         }
-        path.write_text(json.dumps(rec, indent=1) + "\n")
-        print(f"wrote {path}")
+        _write_record(args.out, "layouts", args.dataset, argv, fields)
     return 0
 
 
@@ -214,20 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                 for name in trees if r % 2 == 0 else reversed(list(trees)):
                     threads = args.threads if name == "baseline" else (args.current_threads or args.threads)
                     env = {**os.environ, "PYTHONPATH": str(trees[name]), "OMP_NUM_THREADS": str(threads)}
-                    cmd = [
-                        sys.executable,
-                        str(Path(__file__).resolve()),
-                        "--worker",
-                        "--dataset",
-                        args.dataset,
-                        "--steps",
-                        str(args.steps),
-                        "--users",
-                        str(args.users),
-                        "--threads",
-                        str(threads),
-                        *(f"--set={kv}" for kv in (args.current_set if name == "current" else [])),
-                    ]
+                    sets = args.current_set if name == "current" else []
+                    cmd = _worker_cmd(args.dataset, args.steps, threads, args.users, sets)
                     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
                     if done.returncode != 0:
                         raise SystemExit(f"{name} worker failed:\n{done.stderr[-3000:]}")
@@ -279,11 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "that the optimiser amplifies)"
     )
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        path = args.out / f"opeci-speedup-{args.dataset}-{stamp}.json"
-        rec = {
-            "command": ["python", "benchmarks/opeci_speedup.py", *(argv if argv is not None else sys.argv[1:])],
+        fields = {
             "baseline": base_sha,
             "current": head_sha,
             "train_ratio": train_ratio,
@@ -292,11 +283,9 @@ def main(argv: list[str] | None = None) -> int:
             "loss_diff": loss_diff,
             "score_diff": score_diff,
             "score_diff_at_start": start_diff,
-            "load": list(os.getloadavg()),
             "runs": runs,
         }
-        path.write_text(json.dumps(rec, indent=1) + "\n")
-        print(f"wrote {path}")
+        _write_record(args.out, "speedup", args.dataset, argv, fields)
     return 0
 
 

@@ -7,6 +7,9 @@
 #   mkdir -p runs && nohup bash benchmarks/issue13.sh opeci > runs/issue13-opeci.log 2>&1 &
 #   nohup bash benchmarks/issue13.sh rest  > runs/issue13-rest.log 2>&1 &
 #
+# Before the session stops: `bash benchmarks/park_checkpoints.sh park` and commit `checkpoints/`
+# (the per-epoch checkpoints of unfinished fits; this script restores them when it starts).
+#
 # Reductions (stated in results/README.md beside the numbers): tuning trials are capped at 5
 # epochs for the OPECI and CADNCF families and 10 for DMF (each model's default otherwise), with
 # early stopping (patience 2) on the validation item inside each trial; every model gets the same
@@ -18,6 +21,7 @@ queue=${1:?usage: issue13.sh opeci|rest}
 OUT=${OUT:-results}
 DATASETS=${DATASETS:-filmtrust ml-100k}
 common=(--out "$OUT" --threads 1)
+OUT="$OUT" bash benchmarks/park_checkpoints.sh restore  # unfinished fits of earlier sessions resume
 
 tune() {  # dataset model epochs-cap
   local extra=()

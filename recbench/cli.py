@@ -92,6 +92,29 @@ def _build_report(results: Path | None, metrics: list[str], paper: bool, **kwarg
     return rep
 
 
+def _prepare_floats() -> None:
+    from recbench.numerics import prepare_portable_env
+
+    try:
+        prepare_portable_env()  # before torch loads (its kernels are chosen once): an eager option's callback
+    except ConfigError as e:
+        raise fail(first_line(e)) from None
+
+
+def _portable_floats(value: bool) -> bool:
+    if value:
+        _prepare_floats()
+    return value
+
+
+def _floats_of(value: Path | None) -> Path | None:
+    from recbench.numerics import record_floats
+
+    if value is not None and record_floats(value) == "portable":
+        _prepare_floats()
+    return value
+
+
 SEEDS_RUN_HELP = (
     "Comma-separated model seeds. 0 by default: one fit per cell, a quick look at every model (run's default "
     "grid is every model on every fetched data set); published tables use 3 or more, as `experiment` does (0,1,2)."
@@ -128,7 +151,12 @@ def run(
             "or pools them with --pool-split-seeds)."
         ),
     ] = None,
-    from_record: Annotated[Path | None, typer.Option(help="Rerun exactly the cell a record describes.")] = None,
+    from_record: Annotated[
+        Path | None,
+        typer.Option(
+            help="Rerun exactly the cell a record describes (in its float mode).", is_eager=True, callback=_floats_of
+        ),
+    ] = None,
     tuned: Annotated[
         bool,
         typer.Option(
@@ -154,6 +182,18 @@ def run(
         Path | None,
         typer.Option(help="Checkpoint folder (default OUT/.checkpoints; on a cluster, a path every node can reach)."),
     ] = None,
+    portable_floats: Annotated[
+        bool,
+        typer.Option(
+            "--portable-floats",
+            metavar="",
+            help="Float kernels that give the same bits on every x86-64 CPU with AVX2 (oneMKL's COMPATIBLE branch, "
+            "torch's AVX2 kernels, no oneDNN), so that another machine reruns a record exactly; slower, and part "
+            "of the record's key. --from-record reruns a record in its own mode.",
+            is_eager=True,
+            callback=_portable_floats,
+        ),
+    ] = False,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -165,6 +205,11 @@ def run(
     ] = False,
 ) -> None:
     """Fit and evaluate every (dataset, model, seed) cell; one result record each, resumable."""
+    from recbench.numerics import record_floats
+
+    if from_record is not None and portable_floats and record_floats(from_record) != "portable":
+        raise fail(f"{from_record} was made with native floats: --from-record reruns it so; drop --portable-floats")
+    floats = "portable" if portable_floats or (from_record and record_floats(from_record) == "portable") else "native"
     from recbench.plan import execute, parse_overrides, plan_run
     from recbench.progress import make_reporter
     from recbench.registry import parse_model_list
@@ -177,7 +222,7 @@ def run(
         exec_opts = dict(
             out=out, device=device, data_dir=data_dir, jobs=jobs, threads=threads, executor=executor.value,
             ray_address=ray_address, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-            checkpoint_dir=checkpoint_dir,
+            checkpoint_dir=checkpoint_dir, floats=floats,
         )  # fmt: skip
         split_loader = None
         if from_record is not None:

@@ -85,6 +85,10 @@ def hardware(device: str = "cpu") -> dict[str, Any]:
     except OSError:
         pass
     info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+    # the switches of the float kernels (recbench.numerics), where this process's environment sets them
+    float_env = {k: os.environ[k] for k in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
+    if float_env:
+        info["float_env"] = float_env
     try:
         import torch
 

@@ -99,7 +99,7 @@ def _execute(
     out: list[Record | None] = [None] * len(cells)
     todo = []
     for i, c in enumerate(cells):
-        old = None if opts.force else _reusable(opts.out, c, cell_key(splits[c.split], c, opts.device))
+        old = None if opts.force else _reusable(opts.out, c, cell_key(splits[c.split], c, opts.device, opts.floats))
         if old is not None:
             reporter.cell_skip(old)
             out[i] = old

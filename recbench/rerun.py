@@ -45,7 +45,9 @@ def prepare_rerun(path: Path, **exec_opts: Any) -> Rerun:
     ``exec_opts``: how to execute (out, data_dir, jobs, threads, checkpoint...; not the device)."""
     old = read_record(path)
     cell = cell_from_record(old.data)
-    opts = RunOptions(**{**exec_opts, "device": old.data.get("device", "cpu")}, force=True)
+    opts = RunOptions(
+        **{**exec_opts, "device": old.data.get("device", "cpu"), "floats": old.data.get("floats", "native")}, force=True
+    )
     check_run_options(opts.out, opts.device)
     check_datasets([cell.dataset], opts.data_dir)
     spec = replace(

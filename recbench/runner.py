@@ -42,6 +42,7 @@ from recbench.models.base import (
     config_diff,
     identity_config,
 )
+from recbench.numerics import FLOATS, ensure_floats
 from recbench.provenance import PeakMemory, code_version, hardware, versions
 from recbench.registry import get_model_class
 from recbench.results import (
@@ -86,6 +87,7 @@ class RunOptions:
     threads: int = 1  # torch intra-op threads of each worker process (0: torch's default)
     executor: str = "local"
     ray_address: str | None = None  # None: a local Ray instance; "auto": a running cluster
+    floats: str = "native"  # "portable": the same float bits on every x86-64 CPU (recbench.numerics)
 
     def __post_init__(self) -> None:
         bad = [p for p in self.protocols if p not in PROTOCOLS]
@@ -111,6 +113,10 @@ class RunOptions:
             raise ConfigError(f"--seeds {','.join(map(str, self.seeds))}: seeds must be ≥ 0")
         if any(k < 1 for k in self.ks):
             raise ConfigError(f"K={min(self.ks)}: cut-offs must be ≥ 1")
+        if self.floats not in FLOATS:
+            raise ConfigError(f"floats {self.floats!r}; valid: {', '.join(FLOATS)}")
+        if self.floats != "native" and self.device != "cpu":
+            raise ConfigError(f"--portable-floats is for CPU fits (device {self.device!r})")
         if self.executor not in EXECUTORS:
             raise ConfigError(f"--executor {self.executor!r}; valid: {', '.join(EXECUTORS)}")
 
@@ -185,9 +191,10 @@ LABEL_TAGS = ("experiment",)
 that asks for the same cell (the experiments that reused it are listed in ``used_by``)."""
 
 
-def cell_identity(split: Split, cell: Cell, device: str) -> dict[str, Any]:
+def cell_identity(split: Split, cell: Cell, device: str, floats: str = "native") -> dict[str, Any]:
     """Everything that determines a cell's result; its hash is the record key (a model revision
-    above 1 is part of it, so that records of older code are never reused)."""
+    above 1 is part of it, so that records of older code are never reused; so are portable floats,
+    so that native records keep their keys)."""
     revision = get_model_class(cell.ref or cell.model).revision_of(cell.config)
     return {
         **({"revision": revision} if revision > 1 else {}),
@@ -200,12 +207,13 @@ def cell_identity(split: Split, cell: Cell, device: str) -> dict[str, Any]:
         "eval_every": cell.eval_every,
         "early_stopping": cell.early_stopping,
         "tags": {k: v for k, v in cell.tags.items() if k not in LABEL_TAGS},
+        **({"floats": floats} if floats != "native" else {}),
     }
 
 
-def cell_key(split: Split, cell: Cell, device: str) -> str:
+def cell_key(split: Split, cell: Cell, device: str, floats: str = "native") -> str:
     """The cell's record key (the hash of :func:`cell_identity`)."""
-    return record_key(cell_identity(split, cell, device))
+    return record_key(cell_identity(split, cell, device, floats))
 
 
 def checkpoint_path(opts: RunOptions, dataset: str, model: str, seed: int, key: str) -> Path:
@@ -231,7 +239,7 @@ def run_cell(split: Split, cell: Cell, opts: RunOptions, reporter: Reporter | No
     concurrent runs on one results folder do each cell once (the second finds the first's record
     and skips it). A finished record is reused unless ``opts.force``."""
     reporter = reporter or Reporter()
-    key = cell_key(split, cell, opts.device)
+    key = cell_key(split, cell, opts.device, opts.floats)
 
     def waiting() -> None:
         reporter.phase(cell.label, f"waiting: another run holds {cell.label}")
@@ -263,8 +271,9 @@ def compute_cell(split: Split, cell: Cell, opts: RunOptions, reporter: Reporter 
     """Fit (resuming from the cell's checkpoint if there is one) and evaluate one cell; the
     record is returned, not written (:func:`run_cell` writes it; on Ray, the driver does)."""
     reporter = reporter or Reporter()
+    ensure_floats(opts.floats)  # before the model's first tensor
     model = cell.build()
-    ident = cell_identity(split, cell, opts.device)
+    ident = cell_identity(split, cell, opts.device, opts.floats)
     key = record_key(ident)
     wanted = sorted(cell.protocols)
     reporter.cell_start(cell.label, getattr(model.config, "epochs", None))
@@ -371,7 +380,7 @@ def record_data(split: Split, cell: Cell, opts: RunOptions, ident: dict[str, Any
 
 def failed_record(split: Split, cell: Cell, opts: RunOptions, error: str) -> Record:
     """The record of a cell whose fit never returned (a worker lost for good)."""
-    ident = cell_identity(split, cell, opts.device)
+    ident = cell_identity(split, cell, opts.device, opts.floats)
     data = record_data(split, cell, opts, ident, record_key(ident))
     data.update(status="failed", error=error)
     return Record(data=data, users=split.test.users)
@@ -379,7 +388,7 @@ def failed_record(split: Split, cell: Cell, opts: RunOptions, error: str) -> Rec
 
 def existing_record(split: Split, cell: Cell, opts: RunOptions) -> Record | None:
     """The finished record of a cell, if there is one that covers its protocols (no fit)."""
-    return _reusable(opts.out, cell, cell_key(split, cell, opts.device))
+    return _reusable(opts.out, cell, cell_key(split, cell, opts.device, opts.floats))
 
 
 def _reusable(out: Path, cell: Cell, key: str) -> Record | None:

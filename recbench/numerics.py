@@ -1,0 +1,98 @@
+"""Float kernels that give the same bits on every x86-64 CPU: ``recbench run --portable-floats``.
+
+A torch fit on the CPU is deterministic on one machine, but its float results depend on the
+kernels the libraries pick for the CPU they find:
+
+- oneMKL (torch's BLAS: every ``Linear`` and ``matmul``) dispatches by vendor and ISA: measured
+  with torch 2.13, ``MKL_CBWR=AVX2``/``AVX512``/``SSE4_2`` give the same bits on an AMD EPYC
+  (MKL ignores the Intel branches there) and only ``MKL_CBWR=COMPATIBLE`` changes them. oneMKL's
+  documentation names ``COMPATIBLE`` as the one branch that returns the same results on every
+  Intel *and* Intel-compatible CPU (conditional numerical reproducibility, at a fixed number of
+  threads, which recbench pins with ``--threads``). The NCF records made on an AMD EPYC rerun
+  bit for bit there and to HR@10 0.6458 against 0.6490 on an Intel Xeon (an earlier session's
+  measurement): the likely cause, which no Intel machine has yet confirmed for recbench.
+- ATen's own vectorised kernels (activations, reductions, optimiser steps) are compiled once per
+  ISA and chosen at start-up (``ATEN_CPU_CAPABILITY``); the AVX2 build exists on every x86-64
+  CPU of the last decade and has no vendor dispatch, so it is pinned to ``avx2``.
+- oneDNN (``torch.backends.mkldnn``) picks blockings from the cache sizes; it is turned off.
+
+These settings must be in place before torch loads (``MKL_CBWR`` and ``ATEN_CPU_CAPABILITY`` are
+read once), so the CLI calls :func:`prepare_portable_env` first and every fit checks the mode
+with :func:`ensure_floats`; worker processes are spawned and inherit the environment. The mode is
+part of a record's key (``"floats": "portable"``; native records keep their keys) and
+``--from-record`` reruns a record in its mode. Cost: see ``results/bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from recbench.models.base import ConfigError
+
+__all__ = ["FLOATS", "PORTABLE_ENV", "ensure_floats", "floats_in_use", "prepare_portable_env", "record_floats"]
+
+FLOATS = ("native", "portable")
+PORTABLE_ENV = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def _env_is_portable() -> bool:
+    return all(os.environ.get(k, "").upper() == v.upper() for k, v in PORTABLE_ENV.items())
+
+
+def record_floats(path: Path) -> str:
+    """The float mode a record file was made in (``"native"`` for one that does not say, or
+    does not read: ``--from-record``'s own checks report that)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "native"
+    return str(data.get("floats", "native")) if isinstance(data, dict) else "native"
+
+
+def prepare_portable_env() -> None:
+    """Put :data:`PORTABLE_ENV` into this process's environment, before torch loads (a no-op
+    when it is there; a ConfigError when torch was loaded without it: it would not take effect)."""
+    if _env_is_portable():
+        return
+    if "torch" in sys.modules:
+        raise ConfigError(
+            "--portable-floats: torch was loaded before the float settings could be made; start the process "
+            "with " + " ".join(f"{k}={v}" for k, v in PORTABLE_ENV.items()) + " in its environment"
+        )
+    os.environ.update(PORTABLE_ENV)
+
+
+def floats_in_use() -> str:
+    """``"portable"`` when this process's torch runs with the portable settings, else ``"native"``."""
+    if not _env_is_portable():
+        return "native"
+    import torch
+
+    return "portable" if torch.backends.cpu.get_cpu_capability() == "AVX2" else "native"
+
+
+def ensure_floats(mode: str) -> None:
+    """Check, before a fit, that this process computes in ``mode`` (and turn oneDNN off for a
+    portable fit); a ConfigError says why it cannot."""
+    if mode not in FLOATS:
+        raise ConfigError(f"floats {mode!r}; valid: {', '.join(FLOATS)}")
+    if mode == "native":
+        if _env_is_portable():  # a native key on portable numbers would mislabel the record
+            raise ConfigError(
+                "this process has the portable float settings in its environment ("
+                + ", ".join(f"{k}={os.environ[k]}" for k in PORTABLE_ENV)
+                + "): pass --portable-floats, or unset them for a native fit"
+            )
+        return
+    prepare_portable_env()
+    if floats_in_use() != "portable":
+        raise ConfigError(
+            "--portable-floats needs a CPU with AVX2 (torch's kernels here: "
+            f"{__import__('torch').backends.cpu.get_cpu_capability()})"
+        )
+    import torch
+
+    torch.backends.mkldnn.enabled = False

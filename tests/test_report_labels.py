@@ -64,6 +64,15 @@ def test_revision_label_from_the_record_and_the_revision_table() -> None:
     assert model_label(_record("ncf", config={"reg": 0.01}, overrides={"reg": 0.01})) == "ncf[reg=0.01,revision=1]"
 
 
+def test_portable_float_records_are_labelled_apart() -> None:
+    """A ``--portable-floats`` record is another column: its numbers differ from the native
+    record's of the same cell in the last bits, and so, after training, in its metrics."""
+    assert model_label(_record("ncf", config={"reg": 0.0}, overrides={}, floats="portable")) == "ncf[floats=portable]"
+    assert model_label(_record("ncf", config={"reg": 0.0}, overrides={}, floats="native")) == "ncf"
+    rec = _record("ncf", config={"reg": 0.0}, overrides={"epochs": 3}, floats="portable", tags={"tuned": True})
+    assert record_label(rec) == "ncf[epochs=3,floats=portable] (tuned)"
+
+
 def test_revision_table_matches_the_model_classes() -> None:
     from recbench.models.base import config_from_dict
     from recbench.registry import MODELS

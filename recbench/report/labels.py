@@ -96,14 +96,17 @@ def format_value(v: Any) -> str:
 
 
 def model_label(rec: Record) -> str:
-    """The model's name, plus the parameters that differed from its defaults when it ran and its
-    revision when that is not today's (e.g. ``opeci[epochs=2,revision=1]``)."""
+    """The model's name, plus the parameters that differed from its defaults when it ran, its
+    revision when that is not today's and its float kernels when not native (e.g.
+    ``opeci[epochs=2,revision=1]``, ``ncf[floats=portable]``)."""
     name = rec["model"]
     diff = dict(record_overrides(rec))
     revision = rec.data.get("revision", 1)
     current = current_revision(name, rec["config"])
     if current is not None and revision != current:
         diff["revision"] = revision
+    if rec.data.get("floats", "native") != "native":  # other float kernels: other numbers (recbench.numerics)
+        diff["floats"] = rec.data["floats"]
     if not diff:
         return name
     return name + "[" + ",".join(f"{k}={format_value(v)}" for k, v in sorted(diff.items())) + "]"

@@ -12,8 +12,8 @@ kernels the libraries pick for the CPU they find:
   bit for bit there and to HR@10 0.6458 against 0.6490 on an Intel Xeon (an earlier session's
   measurement): the likely cause, which no Intel machine has yet confirmed for recbench.
 - ATen's own vectorised kernels (activations, reductions, optimiser steps) are compiled once per
-  ISA and chosen at start-up (``ATEN_CPU_CAPABILITY``); the AVX2 build exists on every x86-64
-  CPU of the last decade and has no vendor dispatch, so it is pinned to ``avx2``.
+  ISA and chosen at start-up (``ATEN_CPU_CAPABILITY``); the AVX2 build runs on every x86-64 CPU
+  with AVX2 (Intel since 2013, AMD since 2015) and has no vendor dispatch: it is pinned.
 - oneDNN (``torch.backends.mkldnn``) picks blockings from the cache sizes; it is turned off.
 
 These settings must be in place before torch loads (``MKL_CBWR`` and ``ATEN_CPU_CAPABILITY`` are
@@ -90,11 +90,10 @@ def ensure_floats(mode: str) -> None:
             )
         return
     prepare_portable_env()
-    if floats_in_use() != "portable":
-        raise ConfigError(
-            "--portable-floats needs a CPU with AVX2 (torch's kernels here: "
-            f"{__import__('torch').backends.cpu.get_cpu_capability()})"
-        )
     import torch
 
+    if floats_in_use() != "portable":
+        raise ConfigError(
+            f"--portable-floats needs a CPU with AVX2 (torch's kernels here: {torch.backends.cpu.get_cpu_capability()})"
+        )
     torch.backends.mkldnn.enabled = False

@@ -209,7 +209,7 @@ def run(
 
     if from_record is not None and portable_floats and record_floats(from_record) != "portable":
         raise fail(f"{from_record} was made with native floats: --from-record reruns it so; drop --portable-floats")
-    floats = "portable" if portable_floats or (from_record and record_floats(from_record) == "portable") else "native"
+    floats = "portable" if portable_floats else "native"  # --from-record: the record's own (prepare_rerun)
     from recbench.plan import execute, parse_overrides, plan_run
     from recbench.progress import make_reporter
     from recbench.registry import parse_model_list

@@ -359,7 +359,11 @@ def report(
     ] = True,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
     reference: Annotated[
-        str | None, typer.Option(help="Model every other is tested against (default: opeci when present).")
+        list[str] | None,
+        typer.Option(
+            help="Model every other is tested against (default: opeci when present); repeat it to give "
+            "fallbacks: each data set (and split) is tested against the first it has.",
+        ),
     ] = None,
     test: Test = PairedTest.wilcoxon,
     alpha: Annotated[float, typer.Option(help="Significance level after Holm's correction.")] = 0.05,

@@ -7,6 +7,9 @@ the rank agreement between two evaluation protocols.
   ``zero_method="wilcox"``: users with equal values on both sides are dropped, as is usual).
 - :func:`paired_bootstrap` — paired bootstrap over users: resample users with replacement and
   compare the centred bootstrap means with the observed mean difference (two-sided).
+- :func:`one_sample_t` — one-sample t test of per-user values against a published number (the
+  paper's), which is taken as a constant: it ignores the paper's own sampling error, so it
+  overstates significance; a small p says our mean is not the paper's, not that either is wrong.
 - :func:`holm` — Holm's step-down adjustment of a family of p-values.
 - :func:`kendall_tau` — Kendall's τ-b between two orderings of the same models (scipy).
 - :func:`user_values` — per-user metric values of one model, averaged over its seeds, aligned by
@@ -118,6 +121,21 @@ def paired_test(a: np.ndarray, b: np.ndarray, method: str = "wilcoxon", seed: in
     if method == "bootstrap":
         return paired_bootstrap(a, b, seed=seed)
     raise ValueError(f"unknown test {method!r}; valid: {', '.join(TESTS)}")
+
+
+def one_sample_t(values: np.ndarray, mu: float) -> PairedResult:
+    """Two-sided one-sample t test over users of ``values`` against the constant ``mu``;
+    ``mean_diff`` is mean(values) − mu. Fewer than two users: p is NaN; no spread: p = 1 when the
+    mean is ``mu``, else 0."""
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v)
+    if n < 2 or np.isnan(mu):
+        return PairedResult(n, float(v.mean() - mu) if n else np.nan, np.nan, np.nan)
+    diff = float(v.mean() - mu)
+    if not np.any(v != v[0]):
+        return PairedResult(n, diff, np.nan, 1.0 if diff == 0 else 0.0)
+    res = sps.ttest_1samp(v, mu)
+    return PairedResult(n, diff, float(res.statistic), float(res.pvalue))
 
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -23,8 +23,9 @@ from recbench.cli import app
 from recbench.eval.metrics import per_user
 from recbench.models.base import config_to_dict
 from recbench.registry import MODELS
-from recbench.report import build_report, render, resolve_reference, select_records
+from recbench.report import build_report, render, resolve_reference, resolve_references, select_records
 from recbench.results import Record, write_record
+from recbench.stats import holm
 
 N_USERS = 200
 USERS = np.arange(N_USERS, dtype=np.int32) * 3 + 1  # ids that are not positions
@@ -155,6 +156,54 @@ def test_reference_resolution() -> None:
         resolve_reference(["bpr"], "ncf")
     with pytest.raises(ValueError, match="ambiguous"):
         resolve_reference(["opeci[epochs=2]", "opeci[epochs=3]"], "opeci")
+
+
+def test_references_per_row_group() -> None:
+    groups = {"ml-100k": ["bpr", "opeci[x=1]"], "filmtrust": ["bpr", "ncf[lr=1] (tuned)"], "yelp": ["itempop"]}
+    want = {"ml-100k": "opeci[x=1]", "filmtrust": "ncf[lr=1] (tuned)"}
+    assert resolve_references(groups, ["opeci[x=1]", "ncf"]) == want
+    assert resolve_references(groups, "bpr") == {"ml-100k": "bpr", "filmtrust": "bpr"}
+    assert resolve_references(groups, None) == {"ml-100k": "opeci[x=1]"}  # opeci where it has one configuration
+    with pytest.raises(ValueError, match="'cml' is not among the models"):
+        resolve_references(groups, ["bpr", "cml"])
+    with pytest.raises(ValueError, match="ambiguous"):
+        resolve_references({"a": ["opeci[x=1]", "opeci[x=2]"]}, ["opeci"])
+    # the first reference a group has wins, even where a later one is ambiguous there
+    assert resolve_references({"a": ["bpr", "opeci[x=1]", "opeci[x=2]"]}, ["bpr", "opeci"]) == {"a": "bpr"}
+
+
+def test_each_row_group_is_tested_against_its_own_reference(records: list[Record]) -> None:
+    film = [r for r in make_records(dataset="filmtrust", split="fp9") if r["model"] != "opeci"]
+    rep = build_report(None, ["ndcg@10"], records=records + film, reference=["opeci", "bpr"])
+    assert rep.references == {"ml-100k": "opeci", "filmtrust": "bpr"} and rep.reference is None
+    s = rep.summary
+    row = s[(s.dataset == "filmtrust") & (s.protocol == "sampled") & (s.model == "itempop")].iloc[0]
+    ref, other = (_per_user_mean(film, m, "test/sampled", "ndcg@10") for m in ("bpr", "itempop"))
+    assert row["reference"] == "bpr" and row["p_value"] == pytest.approx(sps.wilcoxon(ref, other).pvalue)
+    assert row["p_holm"] == pytest.approx(row["p_value"])  # one comparison in that row
+    assert s[(s.dataset == "ml-100k") & (s.model == "bpr")]["reference"].eq("opeci").all()
+    md = render(rep, "markdown")
+    assert re.search(r"\| Reference +\| Δ vs reference \(users\)", md)
+    assert "the row's reference (opeci on ML-100K; bpr on FilmTrust)" in md
+    assert json.loads(render(rep, "json"))["references"] == {"ml-100k": "opeci", "filmtrust": "bpr"}
+
+
+def test_one_sample_test_against_the_papers_number(records: list[Record]) -> None:
+    rep = build_report(None, ["ndcg@10"], records=records)
+    s = rep.summary[(rep.summary.protocol == "sampled")].set_index("model")
+    paper = {"opeci": 0.441, "bpr": 0.352, "itempop": 0.231}  # the paper's Table 2, ML-100K NDCG@10
+    raw = {}
+    for m, value in paper.items():
+        v = _per_user_mean(records, m, "test/sampled", "ndcg@10")
+        assert s.loc[m, "paper"] == pytest.approx(value)
+        raw[m] = sps.ttest_1samp(v, value).pvalue
+        assert s.loc[m, "paper_p"] == pytest.approx(raw[m]) and s.loc[m, "paper_n_users"] == N_USERS
+    adj = holm(list(raw.values()))
+    for m, p in zip(raw, adj, strict=True):
+        assert s.loc[m, "paper_p_holm"] == pytest.approx(p)
+    assert rep.summary[rep.summary.protocol == "full"]["paper_p"].isna().all()  # the paper has no full ranking
+    md = render(rep, "markdown")
+    assert "p vs paper (Holm)" in md and "one-sample t test over users" in md
 
 
 def test_tune_and_experiment_records_stay_out(records: list[Record]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from recbench.report.frames import (
     agreement_frame,
     agreement_warnings,
     cost_frame,
-    resolve_reference,
+    paper_test_frame,
+    resolve_references,
     select_records,
     significance_frame,
     summary_frame,
@@ -39,7 +41,7 @@ class Report:
     summary: pd.DataFrame
     failed: list[str]
     protocols: list[str]
-    reference: str | None = None
+    reference: str | None = None  # the reference label when every row group has the same one
     test: str = "wilcoxon"
     alpha: float = 0.05
     agreement: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=AGREE_COLUMNS))
@@ -48,6 +50,7 @@ class Report:
     figures: list[tuple[str, Any]] = field(default_factory=list)  # (caption, matplotlib Figure) for HTML
     n_negatives: list[int] = field(default_factory=list)  # sampled negatives per test user, as the splits recorded
     cost: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COST_COLUMNS))
+    references: dict[str, str] = field(default_factory=dict)  # row group (data set, split) → its reference
 
     @property
     def warnings(self) -> list[str]:
@@ -128,7 +131,7 @@ def build_report(
     metrics: list[str],
     paper: bool = True,
     *,
-    reference: str | None = None,
+    reference: str | Sequence[str] | None = None,
     test: str = "wilcoxon",
     alpha: float = 0.05,
     experiment: str | None = None,
@@ -136,7 +139,8 @@ def build_report(
     label: Label = record_label,
     pool_split_seeds: bool = False,
 ) -> Report:
-    """The report of the records under ``results`` (or of ``records`` as given)."""
+    """The report of the records under ``results`` (or of ``records`` as given). ``reference``:
+    one label or model name, or several: each row group is tested against the first it has."""
     if test not in stats.TESTS:
         raise ValueError(f"unknown test {test!r}; valid: {', '.join(stats.TESTS)}")
     if records is None:
@@ -144,8 +148,13 @@ def build_report(
     records, pool_notes = pool_records(list(records), label, pool_split_seeds)
     summary = summary_frame(records, metrics, paper, label)
     ok_labels = [label(r) for r in records if r.status == "ok"]
-    ref = resolve_reference(ok_labels, reference)
-    sig = significance_frame(records, metrics, ref, test, alpha, label)
+    group_labels: dict[str, list[str]] = {}
+    for r in records:
+        if r.status == "ok":
+            group_labels.setdefault(r["dataset"], []).append(label(r))
+    refs = resolve_references(group_labels, reference)
+    ref = next(iter(set(refs.values()))) if len(set(refs.values())) == 1 else None
+    sig = significance_frame(records, metrics, refs, test, alpha, label)
     if not sig.empty:
         summary = summary.merge(
             sig.drop(columns=["test_note"]), on=["dataset", "protocol", "metric", "model"], how="left"
@@ -159,6 +168,9 @@ def build_report(
         for c in ("reference", "n_users", "mean_diff", "p_value", "p_holm", "significant", "test_note"):
             summary[c] = np.nan
     summary["significant"] = summary["significant"].astype("boolean").fillna(False).astype(bool)
+    summary = summary.merge(
+        paper_test_frame(records, summary, metrics, label), on=["dataset", "protocol", "metric", "model"], how="left"
+    )
     agreement = agreement_frame(summary)
     if not agreement.empty:
         summary = summary.merge(
@@ -170,7 +182,7 @@ def build_report(
         summary["kendall_tau_sampled_full"] = np.nan
     protocols = [p for p in ("sampled", "full") if p in set(summary["protocol"])]
     notes = list(pool_notes)
-    if ref is None and len(set(ok_labels)) > 1:
+    if not refs and len(set(ok_labels)) > 1:
         several = sorted({lab for lab in ok_labels if label_model(lab) == "opeci"})
         notes.append(
             f"No paired significance tests: opeci has several configurations ({', '.join(several)}); "
@@ -190,6 +202,7 @@ def build_report(
         failed=failures(records),
         protocols=protocols,
         reference=ref,
+        references=refs,
         test=test,
         alpha=alpha,
         agreement=agreement,

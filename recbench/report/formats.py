@@ -23,6 +23,7 @@ def render(rep: Report, fmt: str, paper: bool = True) -> str:
                 "rows": json.loads(rep.summary.to_json(orient="records")),
                 "agreement": json.loads(rep.agreement.to_json(orient="records")),
                 "reference": rep.reference,
+                "references": rep.references,
                 "test": rep.test,
                 "alpha": rep.alpha,
                 "legend": {p: legend(rep, p) for p in rep.protocols},

@@ -3,7 +3,7 @@ paper's numbers, the paired significance tests, the sampled/full agreement and t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -182,6 +182,32 @@ def resolve_reference(labels: Iterable[str], reference: str | None) -> str | Non
     raise ValueError(f"--reference {reference!r} is not among the models; valid: {', '.join(labels) or 'none'}")
 
 
+def resolve_references(group_labels: dict[str, list[str]], references: str | Sequence[str] | None) -> dict[str, str]:
+    """The reference of each row group (data set, split): the first of ``references`` that the
+    group has, as a label or as a model name with exactly one label there; by default ``opeci``
+    where it has exactly one configuration. Groups without one get no paired tests. Every given
+    reference must name a model of some group; one that is ambiguous where it would be chosen
+    is an error (name the configuration)."""
+    refs = [references] if isinstance(references, str) else list(references or [])
+    every = list(dict.fromkeys(lab for labs in group_labels.values() for lab in labs))
+    for ref in refs:
+        if ref not in every and not any(label_model(lab) == ref for lab in every):
+            raise ValueError(f"--reference {ref!r} is not among the models; valid: {', '.join(every) or 'none'}")
+    out: dict[str, str] = {}
+    for group, labels in group_labels.items():
+        if not refs:
+            chosen = resolve_reference(labels, None)
+        else:
+            chosen = None
+            for ref in refs:
+                if ref in labels or any(label_model(lab) == ref for lab in labels):
+                    chosen = resolve_reference(labels, ref)
+                    break
+        if chosen is not None:
+            out[group] = chosen
+    return out
+
+
 SIG_COLUMNS = [
     "dataset",
     "protocol",
@@ -200,17 +226,18 @@ SIG_COLUMNS = [
 def significance_frame(
     records: list[Record],
     metrics: list[str],
-    reference: str | None,
+    reference: str | dict[str, str] | None,
     test: str = "wilcoxon",
     alpha: float = 0.05,
     label: Label = record_label,
 ) -> pd.DataFrame:
-    """Paired tests over users of ``reference`` against every other model, per (dataset,
-    protocol, metric); ``p_holm`` is Holm-adjusted across the comparisons of that row.
+    """Paired tests over users of ``reference`` (one label, or one per row group as
+    :func:`resolve_references` gives) against every other model, per (dataset, protocol,
+    metric); ``p_holm`` is Holm-adjusted across the comparisons of that row.
     ``mean_diff`` is reference − model over the paired users (per-user values averaged over
     seeds). A pair that cannot be tested (different splits, ranks missing) has NaN p-values
     and its reason in ``test_note``."""
-    if reference is None:
+    if not reference:
         return pd.DataFrame(columns=SIG_COLUMNS)
     groups: dict[tuple[str, str], list[Record]] = {}
     for r in records:
@@ -219,10 +246,11 @@ def significance_frame(
     rows = []
     datasets = list(dict.fromkeys(ds for ds, _ in groups))
     for ds in datasets:
-        if (ds, reference) not in groups:
+        ref = reference.get(ds) if isinstance(reference, dict) else reference
+        if ref is None or (ds, ref) not in groups:
             continue
-        ref_recs = groups[(ds, reference)]
-        others = [lab for d, lab in groups if d == ds and lab != reference]
+        ref_recs = groups[(ds, ref)]
+        others = [lab for d, lab in groups if d == ds and lab != ref]
         protos = sorted({p for r in ref_recs for p in r.data.get("protocols", [])})
         for proto in protos:
             role = f"test/{proto}"
@@ -237,7 +265,7 @@ def significance_frame(
                         "protocol": proto,
                         "metric": metric,
                         "model": lab,
-                        "reference": reference,
+                        "reference": ref,
                         "n_users": 0,
                         "mean_diff": np.nan,
                         "p_value": np.nan,
@@ -256,6 +284,46 @@ def significance_frame(
                     r["significant"] = bool(p < alpha) if not np.isnan(p) else False
                 rows.extend(family)
     return pd.DataFrame(rows, columns=SIG_COLUMNS)
+
+
+PAPER_TEST_COLUMNS = ["dataset", "protocol", "metric", "model", "paper_n_users", "paper_p", "paper_p_holm"]
+
+
+def paper_test_frame(
+    records: list[Record], summary: pd.DataFrame, metrics: list[str], label: Label = record_label
+) -> pd.DataFrame:
+    """Where the summary shows the paper's number: a one-sample t test over users of the model's
+    per-user metric (averaged over its seeds within each split) against that number
+    (:func:`recbench.stats.one_sample_t`, which takes the paper's value as a constant);
+    ``paper_p_holm`` is Holm-adjusted across the models of each (dataset, protocol, metric)."""
+    if "paper" not in summary or summary["paper"].isna().all():
+        return pd.DataFrame(columns=PAPER_TEST_COLUMNS)
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for r in records:
+        if r.status == "ok":
+            groups.setdefault((r["dataset"], label(r)), []).append(r)
+    rows = []
+    want = summary[summary["paper"].notna() & summary["metric"].isin(metrics)]
+    for (ds, proto, metric), g in want.groupby(["dataset", "protocol", "metric"], sort=False):
+        family = []
+        for _, row in g.iterrows():
+            by_split: dict[str, list[Record]] = {}
+            for r in groups.get((ds, row["model"]), []):
+                if proto in r.data.get("protocols", []):
+                    by_split.setdefault(str(r.data.get("split")), []).append(r)
+            res = {"paper_n_users": 0, "paper_p": np.nan}
+            try:
+                vals = [stats.user_values(v, metric, f"test/{proto}")[2] for v in by_split.values()]
+                if vals:
+                    t = stats.one_sample_t(np.concatenate(vals), float(row["paper"]))
+                    res = {"paper_n_users": t.n_users, "paper_p": t.p_value}
+            except stats.PairingError:
+                pass  # no per-user ranks: no test (the difference is still shown)
+            family.append({"dataset": ds, "protocol": proto, "metric": metric, "model": row["model"], **res})
+        for r, p in zip(family, stats.holm([r["paper_p"] for r in family]), strict=True):
+            r["paper_p_holm"] = p
+        rows.extend(family)
+    return pd.DataFrame(rows, columns=PAPER_TEST_COLUMNS)
 
 
 AGREE_COLUMNS = [

@@ -94,12 +94,18 @@ def legend(rep: Report, proto: str, mark: str = MARK) -> str:
     """What the marks mean, in words."""
     sub = rep.summary[rep.summary["protocol"] == proto]
     parts = [f"Mean ± std over {_seeds_note(sub)}."]
-    if rep.reference is not None and sub["p_value"].notna().any():
+    if rep.references and sub["p_value"].notna().any():
         parts.append(
-            f"{mark} differs from {rep.reference} at p < {rep.alpha:g} after Holm's correction across the "
-            f"comparisons of each row ({_n_comparisons(rep, proto)} per row; {TEST_NAMES[rep.test]} "
+            f"{mark} differs from {_reference_words(rep)} at p < {rep.alpha:g} after Holm's correction across "
+            f"the comparisons of each row ({_n_comparisons(rep, proto)} per row; {TEST_NAMES[rep.test]} "
             "over users, on each "
             "user's metric averaged over seeds; same split)."
+        )
+    if "paper_p" in sub and sub["paper_p"].notna().any():
+        parts.append(
+            "Against the paper: a one-sample t test over users of each user's metric (averaged over seeds) "
+            "against the paper's number, Holm-adjusted across the models of each row; it takes the paper's "
+            "number as exact (its own sampling error is unknown), so it overstates significance."
         )
     notes = (
         sub["test_note"].map(lambda v: v if isinstance(v, str) else "") if "test_note" in sub else pd.Series(dtype=str)
@@ -110,30 +116,51 @@ def legend(rep: Report, proto: str, mark: str = MARK) -> str:
     return " ".join(parts + rep.notes)
 
 
+def _reference_words(rep: Report) -> str:
+    """The reference, in words: one label, or each row group's."""
+    if rep.reference is not None:
+        return rep.reference
+    by_ref: dict[str, list[str]] = {}
+    for group, ref in rep.references.items():
+        by_ref.setdefault(ref, []).append(dataset_label(group))
+    return "the row's reference (" + "; ".join(f"{ref} on {', '.join(g)}" for ref, g in by_ref.items()) + ")"
+
+
 def stats_table(rep: Report, proto: str) -> pd.DataFrame:
     """Long table: mean, std, 95 % CI, difference to the reference and p-values."""
     sub = rep.summary[rep.summary["protocol"] == proto]
+    several = rep.reference is None and len(set(rep.references.values())) > 1
+    with_paper = "paper_p" in sub and sub["paper"].notna().any()
     rows = []
     for _, r in sub.iterrows():
-        rows.append(
-            {
-                "Dataset": dataset_label(r["dataset"]),
-                "Metric": r["metric"].upper(),
-                "Model": r["model"],
-                "Seeds": int(r["n_seeds"]),
-                "Mean": f"{r['mean']:.4f}",
-                "Std": "—" if np.isnan(r["std"]) else f"{r['std']:.4f}",
-                "95% CI": "—" if np.isnan(r["ci95_low"]) else f"[{r['ci95_low']:.4f}, {r['ci95_high']:.4f}]",
-                f"Δ vs {rep.reference or 'ref.'} (users)": "—"
-                if pd.isna(r["mean_diff"])
-                else f"{-r['mean_diff']:+.4f}",
-                "Users": "—" if pd.isna(r["n_users"]) or not r["n_users"] else f"{int(r['n_users'])}",
-                "p": "—" if pd.isna(r["p_value"]) else f"{r['p_value']:.2g}",
-                "p (Holm)": "—"
-                if pd.isna(r["p_holm"])
-                else f"{r['p_holm']:.2g}" + (f" {MARK}" if r["significant"] else ""),
+        row = {
+            "Dataset": dataset_label(r["dataset"]),
+            "Metric": r["metric"].upper(),
+            "Model": r["model"],
+            "Seeds": int(r["n_seeds"]),
+            "Mean": f"{r['mean']:.4f}",
+            "Std": "—" if np.isnan(r["std"]) else f"{r['std']:.4f}",
+            "95% CI": "—" if np.isnan(r["ci95_low"]) else f"[{r['ci95_low']:.4f}, {r['ci95_high']:.4f}]",
+        }
+        if several:
+            row["Reference"] = rep.references.get(r["dataset"], "—")
+        row |= {
+            f"Δ vs {'reference' if several else rep.reference or 'ref.'} (users)": "—"
+            if pd.isna(r["mean_diff"])
+            else f"{-r['mean_diff']:+.4f}",
+            "Users": "—" if pd.isna(r["n_users"]) or not r["n_users"] else f"{int(r['n_users'])}",
+            "p": "—" if pd.isna(r["p_value"]) else f"{r['p_value']:.2g}",
+            "p (Holm)": "—"
+            if pd.isna(r["p_holm"])
+            else f"{r['p_holm']:.2g}" + (f" {MARK}" if r["significant"] else ""),
+        }
+        if with_paper:
+            row |= {
+                "Paper": "—" if pd.isna(r["paper"]) else f"{r['paper']:.3f}",
+                "Δ vs paper": "—" if pd.isna(r["paper"]) else f"{r['delta']:+.4f}",
+                "p vs paper (Holm)": "—" if pd.isna(r["paper_p_holm"]) else f"{r['paper_p_holm']:.2g}",
             }
-        )
+        rows.append(row)
         if (sub["n_splits"] > 1).any():  # split seeds pooled: the spread decomposed
             rows[-1].update(
                 {

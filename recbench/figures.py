@@ -287,9 +287,10 @@ def param_lines(df: pd.DataFrame, xlabel: str, title: str, logx: bool = False, p
     return fig
 
 
-def epoch_curves(curves: pd.DataFrame, metric: str, title: str) -> Figure:
+def epoch_curves(curves: pd.DataFrame, metric: str, title: str, ylabel: str = "test, sampled") -> Figure:
     """One panel per dataset: ``metric`` per epoch for each model, mean over seeds with a ± std
-    band. ``curves``: dataset, model, seed, epoch, and one column per metric."""
+    band. ``curves``: dataset, model, seed, epoch, and one column per metric; ``ylabel``: which
+    split and protocol the metric comes from."""
     datasets = list(dict.fromkeys(curves["dataset"]))
     models = list(dict.fromkeys(curves["model"]))
     fig, axes = new_figure(1, len(datasets), panel=(4.4, 3.3))
@@ -311,7 +312,7 @@ def epoch_curves(curves: pd.DataFrame, metric: str, title: str) -> Figure:
                 )
         ax.set_title(dataset_label(ds), fontsize=10)
         ax.set_xlabel("epoch", fontsize=9)
-        ax.set_ylabel(f"{metric_label(metric)} (test, sampled)", fontsize=9)
+        ax.set_ylabel(f"{metric_label(metric)} ({ylabel})", fontsize=9)
         ax.xaxis.get_major_locator().set_params(integer=True)
     _legend_below(fig, axes)
     fig.suptitle(title, fontsize=11)

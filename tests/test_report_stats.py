@@ -307,3 +307,56 @@ def test_cli_report_options(records: list[Record], tmp_path: Path) -> None:
     assert r.exit_code == 0 and "\\toprule" in out.read_text()
     r = runner.invoke(app, ["report", "--results", str(tmp_path), "--experiment", "nosuch", "-f", "json"])
     assert r.exit_code == 2 and "no result records of experiment 'nosuch'" in r.output
+
+
+def _with_history(recs: list[Record]) -> list[Record]:
+    """Copies of ``recs`` whose opeci seeds kept validation curves: seed s ran 3 - (s == 1)
+    epochs with NDCG@10 = 0.1 * epoch + 0.01 * s, except that epoch 2 of seed 0 dips to 0.05;
+    early stopping (patience 1) kept epoch 1 of seed 0 and the last epoch of the others."""
+    out = []
+    for r in recs:
+        data = dict(r.data)
+        if r["model"] == "opeci":
+            s, n = r["seed"], 3 - (r["seed"] == 1)
+            vals = [0.1 * e + 0.01 * s for e in range(1, n + 1)]
+            if s == 0:
+                vals[1] = 0.05
+            kept = 1 if s == 0 else n
+            data["history"] = [
+                {"epoch": e, "loss": 1.0 / e, "validation": {"ndcg@10": v, "hr@10": 2 * v}}
+                for e, v in enumerate(vals, start=1)
+            ] + [{"best_epoch": kept, "best_validation": vals[kept - 1]}]
+            data["early_stopping"] = 1
+        elif r["model"] == "bpr":
+            data["history"] = [{"epoch": 1, "loss": 0.5}]  # no validation: no curve
+        out.append(Record(data=data, users=r.users, ranks=r.ranks))
+    return out
+
+
+def test_validation_curves_by_hand(records: list[Record]) -> None:
+    from recbench.report import curves_table
+
+    rep = build_report(None, ["ndcg@10", "hr@10"], records=_with_history(records))
+    assert set(rep.curves["model"]) == {"opeci"} and len(rep.curves) == 2 * (3 + 2 + 3)
+    t = curves_table(rep)
+    assert len(t) == 1
+    row = t.iloc[0]
+    assert (row["Seeds"], row["Epochs run"], row["Kept epoch"], row["Patience"]) == (3, "3, 2, 3", "1, 2, 3", "1")
+    assert row["@1"] == f"{np.mean([0.10, 0.11, 0.12]):.3f}"
+    assert row["@2"] == f"{np.mean([0.05, 0.21, 0.22]):.3f}"
+    assert row["@3"] == f"{np.mean([0.30, 0.32]):.3f} (2)"  # seed 1 stopped after epoch 2
+    assert "@5" not in t  # no record ran 5 epochs
+    assert row["Best (mean over seeds)"] == f"{np.mean([0.30, 0.21, 0.32]):.3f}"
+    assert curves_table(rep, "hr@10").iloc[0]["@1"] == f"{np.mean([0.20, 0.22, 0.24]):.3f}"
+    md = render(rep, "markdown")
+    assert "### Validation curves" in md and "3, 2, 3" in md
+    assert "### Validation curves" not in render(build_report(None, ["ndcg@10"], records=records), "markdown")
+    rows = json.loads(render(rep, "json"))["validation_curves"]
+    assert {(r["seed"], r["epoch"], r["metric"]): r["value"] for r in rows}[(0, 2, "ndcg@10")] == 0.05
+
+
+def test_html_plots_the_validation_curves(records: list[Record]) -> None:
+    def n_imgs(recs: list[Record]) -> int:
+        return render(build_report(None, ["ndcg@10", "hr@10"], records=recs), "html").count("<img ")
+
+    assert n_imgs(_with_history(records)) == n_imgs(records) + 2  # one figure per metric

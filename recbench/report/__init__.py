@@ -38,6 +38,7 @@ from recbench.report.formats import FORMATS, render
 from recbench.report.frames import (
     AGREE_COLUMNS,
     COST_COLUMNS,
+    CURVE_COLUMNS,
     KR_NOTE,
     SIG_COLUMNS,
     SUMMARY_COLUMNS,
@@ -51,6 +52,7 @@ from recbench.report.frames import (
     select_records,
     significance_frame,
     summary_frame,
+    validation_curves,
 )
 from recbench.report.html_page import render_html
 from recbench.report.labels import (
@@ -76,6 +78,8 @@ from recbench.report.tables import (
     TEX_STYLE,
     agreement_table,
     cost_table,
+    curves_note,
+    curves_table,
     legend,
     markdown_table,
     pivot,
@@ -89,6 +93,7 @@ __all__ = [
     "AGREE_COLUMNS",
     "COST_COLUMNS",
     "COST_NOTE",
+    "CURVE_COLUMNS",
     "FORMATS",
     "HTML_STYLE",
     "KR_NOTE",
@@ -109,6 +114,8 @@ __all__ = [
     "build_report",
     "cost_frame",
     "cost_table",
+    "curves_note",
+    "curves_table",
     "failures",
     "format_value",
     "label_model",
@@ -137,4 +144,5 @@ __all__ = [
     "table2_view",
     "tex_escape",
     "tex_escape_text",
+    "validation_curves",
 ]

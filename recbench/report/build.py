@@ -14,6 +14,7 @@ from recbench import stats
 from recbench.report.frames import (
     AGREE_COLUMNS,
     COST_COLUMNS,
+    CURVE_COLUMNS,
     agreement_frame,
     agreement_warnings,
     cost_frame,
@@ -22,6 +23,7 @@ from recbench.report.frames import (
     select_records,
     significance_frame,
     summary_frame,
+    validation_curves,
 )
 from recbench.report.labels import Label, label_model, record_label
 from recbench.results import Record, iter_records
@@ -51,6 +53,7 @@ class Report:
     n_negatives: list[int] = field(default_factory=list)  # sampled negatives per test user, as the splits recorded
     cost: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COST_COLUMNS))
     references: dict[str, str] = field(default_factory=dict)  # row group (data set, split) → its reference
+    curves: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CURVE_COLUMNS))  # validation, per epoch
 
     @property
     def warnings(self) -> list[str]:
@@ -209,4 +212,5 @@ def build_report(
         notes=notes,
         n_negatives=negs,
         cost=cost_frame(records, label),
+        curves=validation_curves(records, label),
     )

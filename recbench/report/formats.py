@@ -29,6 +29,7 @@ def render(rep: Report, fmt: str, paper: bool = True) -> str:
                 "legend": {p: legend(rep, p) for p in rep.protocols},
                 "warnings": rep.warnings,
                 "cost": json.loads(rep.cost.to_json(orient="records")),
+                "validation_curves": json.loads(rep.curves.to_json(orient="records")),
                 "failed": rep.failed,
             },
             indent=1,

@@ -438,3 +438,30 @@ def cost_frame(records: Iterable[Record], label: Label = record_label) -> pd.Dat
     return df.sort_values(["Dataset", "Model"], key=lambda c: c.map(order) if c.name == "Model" else c).reset_index(
         drop=True
     )
+
+
+CURVE_COLUMNS = ["dataset", "model", "seed", "epoch", "metric", "value", "epochs_run", "best_epoch", "patience"]
+
+
+def validation_curves(records: Iterable[Record], label: Label = record_label) -> pd.DataFrame:
+    """The per-epoch validation metrics of every record that kept them (runs with a validation
+    item evaluated during training, e.g. early stopping): one row per (dataset, model label,
+    seed, epoch, metric), with the record's epochs run, the epoch whose weights it kept
+    (``best_epoch``; NaN without early stopping: the last) and its patience."""
+    rows = []
+    for r in records:
+        if r.status != "ok":
+            continue
+        hist = r.data.get("history") or []
+        epochs = [h for h in hist if "epoch" in h and h.get("validation")]
+        if not epochs:
+            continue
+        best = next((h["best_epoch"] for h in hist if "best_epoch" in h), np.nan)
+        run = max(int(h["epoch"]) for h in hist if "epoch" in h)
+        for h in epochs:
+            for metric, value in h["validation"].items():
+                rows.append(
+                    [r["dataset"], label(r), r["seed"], int(h["epoch"]), metric, float(value), run, best,
+                     int(r.data.get("early_stopping") or 0)]
+                )  # fmt: skip
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)

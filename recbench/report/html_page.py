@@ -12,6 +12,8 @@ from recbench.report.tables import (
     HTML_STYLE,
     agreement_table,
     cost_table,
+    curves_note,
+    curves_table,
     legend,
     pivot,
     proto_title,
@@ -40,6 +42,10 @@ def render_html(rep: Report, paper: bool) -> str:
         body.append(agreement_table(rep).to_html(border=0, classes="stats", index=False))
         for w in rep.warnings:
             body.append(f"<p class='warning'>Warning: {html.escape(w)}</p>")
+    curves = curves_table(rep)
+    if not curves.empty:
+        body.append(f"<h2>Validation curves</h2><p class='legend'>{html.escape(curves_note())}</p>")
+        body.append(curves.to_html(border=0, classes="stats", index=False))
     if not rep.cost.empty:
         body.append(f"<h2>Cost</h2><p class='legend'>{html.escape(COST_NOTE)}</p>")
         body.append(cost_table(rep).to_html(border=0, classes="stats", index=False))
@@ -57,6 +63,14 @@ def render_html(rep: Report, paper: bool) -> str:
     f = figures.agreement_scatter(rep.summary, models)
     if f is not None:
         figs.append(("Sampled (x) against full-ranking (y) metrics per model.", f))
+    if not rep.curves.empty:
+        wide = rep.curves.pivot_table(index=["dataset", "model", "seed", "epoch"], columns="metric", values="value")
+        wide = wide.reset_index()
+        for met in [m for m in ("ndcg@10", "hr@10") if m in wide]:
+            f = figures.epoch_curves(
+                wide, met, f"Validation {figures.metric_label(met)} per epoch", ylabel="validation"
+            )
+            figs.append((f"Validation {met.upper()} per epoch: mean over seeds, band ± std.", f))
     figs += rep.figures
     if figs:
         body.append("<h2>Figures</h2>")

@@ -1,5 +1,5 @@
 """The report as markdown: the paper's Table 2 layout, one table per protocol, statistics,
-sampled against full ranking, cost and failures."""
+sampled against full ranking, validation curves, cost and failures."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from recbench.report.tables import (
     MD_STYLE,
     agreement_table,
     cost_table,
+    curves_note,
+    curves_table,
     legend,
     markdown_table,
     pivot,
@@ -63,6 +65,10 @@ def render_markdown(rep: Report, paper: bool) -> str:
             if warns
             else "The two protocols order the models the same way on every dataset and metric."
         )
+    curves = curves_table(rep)
+    if not curves.empty:
+        parts.append(f"### Validation curves\n\n{curves_note()}\n")
+        parts.append(markdown_table(curves))
     if not rep.cost.empty:
         parts.append(f"### Cost\n\n{COST_NOTE}\n")
         parts.append(markdown_table(cost_table(rep)))

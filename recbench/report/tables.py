@@ -343,3 +343,54 @@ def table2_view(rep: Report) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, 
         for _, r in others.iterrows()
     ]
     return pd.DataFrame(rows), pd.DataFrame(paper_rows), pd.DataFrame(other_rows), chosen
+
+
+CURVE_EPOCHS = (1, 2, 3, 5, 10, 15, 20, 30)  # the epochs the validation-curve table shows
+
+
+def curves_table(rep: Report, metric: str = "ndcg@10") -> pd.DataFrame:
+    """The validation curves in numbers: per data set and model, the seeds, each seed's epochs
+    run and kept epoch (early stopping), and the mean validation ``metric`` over seeds at a few
+    epochs (``(n)``: only n seeds ran that long), so that models can be compared at equal
+    training time. Validation item only: nothing here is read from the test split."""
+    c = rep.curves[rep.curves["metric"] == metric]
+    if c.empty:
+        return pd.DataFrame()
+    shown = [e for e in CURVE_EPOCHS if e <= int(c["epoch"].max())]
+    rows = []
+    for (ds, mod), g in c.groupby(["dataset", "model"], sort=False):
+        per_seed = g.drop_duplicates("seed").sort_values("seed")
+        n = len(per_seed)
+        row: dict[str, Any] = {
+            "Dataset": dataset_label(ds),
+            "Model": mod,
+            "Seeds": n,
+            "Epochs run": ", ".join(str(int(v)) for v in per_seed["epochs_run"]),
+            "Kept epoch": ", ".join("last" if pd.isna(v) else str(int(v)) for v in per_seed["best_epoch"]),
+            "Patience": ", ".join(sorted({str(int(v)) if v else "off" for v in per_seed["patience"]})),
+        }
+        at = g.groupby("epoch")["value"].agg(["mean", "count"])
+        for e in shown:
+            row[f"@{e}"] = (
+                "—"
+                if e not in at.index
+                else f"{at.loc[e, 'mean']:.3f}" + ("" if at.loc[e, "count"] == n else f" ({int(at.loc[e, 'count'])})")
+            )
+        best = g.groupby("seed")["value"].max()
+        row["Best (mean over seeds)"] = f"{best.mean():.3f}"
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    ds_order = {d: i for i, d in enumerate(dict.fromkeys(df["Dataset"]))}
+    mod_order = {m: i for i, m in enumerate(order_models(df["Model"]))}
+    key = [(ds_order[d], mod_order[m]) for d, m in zip(df["Dataset"], df["Model"], strict=True)]
+    return df.iloc[sorted(range(len(df)), key=key.__getitem__)].reset_index(drop=True)
+
+
+def curves_note(metric: str = "ndcg@10") -> str:
+    """The legend of :func:`curves_table`."""
+    return (
+        f"Validation {metric.upper()} (the held-out validation item of each training user, sampled "
+        "protocol) after each epoch, mean over seeds; (n): only n seeds ran that many epochs (early "
+        "stopping ended the others). Kept epoch: the epoch whose weights were tested (early stopping "
+        "keeps the best on validation). Best: each seed's best validation value, mean over seeds."
+    )

@@ -46,7 +46,13 @@ def prepare_rerun(path: Path, **exec_opts: Any) -> Rerun:
     old = read_record(path)
     cell = cell_from_record(old.data)
     opts = RunOptions(
-        **{**exec_opts, "device": old.data.get("device", "cpu"), "floats": old.data.get("floats", "native")}, force=True
+        **{
+            **exec_opts,
+            "device": old.data.get("device", "cpu"),
+            "floats": old.data.get("floats", "native"),
+            "denormals": old.data.get("denormals", "keep"),  # records made before flushing kept them
+        },
+        force=True,
     )
     check_run_options(opts.out, opts.device)
     check_datasets([cell.dataset], opts.data_dir)

@@ -42,7 +42,7 @@ from recbench.models.base import (
     config_diff,
     identity_config,
 )
-from recbench.numerics import FLOATS, ensure_floats
+from recbench.numerics import DENORMALS, FLOATS, ensure_floats, set_denormals
 from recbench.provenance import PeakMemory, code_version, hardware, versions
 from recbench.registry import get_model_class
 from recbench.results import (
@@ -88,6 +88,7 @@ class RunOptions:
     executor: str = "local"
     ray_address: str | None = None  # None: a local Ray instance; "auto": a running cluster
     floats: str = "native"  # "portable": the same float bits on every x86-64 CPU (recbench.numerics)
+    denormals: str = "flush"  # subnormal floats flushed to zero ("keep": records made before; recbench.numerics)
 
     def __post_init__(self) -> None:
         bad = [p for p in self.protocols if p not in PROTOCOLS]
@@ -115,6 +116,8 @@ class RunOptions:
             raise ConfigError(f"K={min(self.ks)}: cut-offs must be ≥ 1")
         if self.floats not in FLOATS:
             raise ConfigError(f"floats {self.floats!r}; valid: {', '.join(FLOATS)}")
+        if self.denormals not in DENORMALS:
+            raise ConfigError(f"denormals {self.denormals!r}; valid: {', '.join(DENORMALS)}")
         if self.floats != "native" and self.device != "cpu":
             raise ConfigError(f"--portable-floats is for CPU fits (device {self.device!r})")
         if self.executor not in EXECUTORS:
@@ -272,6 +275,7 @@ def compute_cell(split: Split, cell: Cell, opts: RunOptions, reporter: Reporter 
     record is returned, not written (:func:`run_cell` writes it; on Ray, the driver does)."""
     reporter = reporter or Reporter()
     ensure_floats(opts.floats)  # before the model's first tensor
+    denormals = set_denormals(opts.denormals)
     model = cell.build()
     ident = cell_identity(split, cell, opts.device, opts.floats)
     key = record_key(ident)
@@ -307,6 +311,7 @@ def compute_cell(split: Split, cell: Cell, opts: RunOptions, reporter: Reporter 
         ),
     )
     data = record_data(split, cell, opts, ident, key)
+    data["denormals"] = denormals
     data["history"] = ctx.history
     ranks: dict[str, np.ndarray] = {}
     rng = seed_everything(cell.seed)

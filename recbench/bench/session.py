@@ -170,6 +170,9 @@ def run_bench(
         import torch
 
         torch.set_num_threads(int(opts.threads))
+    from recbench.numerics import set_denormals
+
+    denormals = set_denormals("flush")  # as every fit (recbench.numerics)
     t0 = time.perf_counter()
     split = split_loader(dataset) if split_loader is not None else _load_split(dataset, opts)
     load_s = time.perf_counter() - t0 if load_s is None else load_s
@@ -178,6 +181,7 @@ def run_bench(
     if reporter is not None:
         reporter.phase(None, "timing the fp32 matmul peak")
     run = _this_run(matmul_peak(opts.device, opts.matmul_n, opts.matmul_repeats))
+    run["denormals"] = denormals
     peak_start = run["matmul_peak"]["start"]
     if resume is None:
         record = _new_record(dataset, opts, dev, split, load_s, run)

@@ -114,10 +114,9 @@ class RunOptions:
             raise ConfigError(f"--seeds {','.join(map(str, self.seeds))}: seeds must be ≥ 0")
         if any(k < 1 for k in self.ks):
             raise ConfigError(f"K={min(self.ks)}: cut-offs must be ≥ 1")
-        if self.floats not in FLOATS:
-            raise ConfigError(f"floats {self.floats!r}; valid: {', '.join(FLOATS)}")
-        if self.denormals not in DENORMALS:
-            raise ConfigError(f"denormals {self.denormals!r}; valid: {', '.join(DENORMALS)}")
+        for name, valid in (("floats", FLOATS), ("denormals", DENORMALS)):
+            if getattr(self, name) not in valid:
+                raise ConfigError(f"{name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
         if self.floats != "native" and self.device != "cpu":
             raise ConfigError(f"--portable-floats is for CPU fits (device {self.device!r})")
         if self.executor not in EXECUTORS:
@@ -310,8 +309,7 @@ def compute_cell(split: Split, cell: Cell, opts: RunOptions, reporter: Reporter 
             else None
         ),
     )
-    data = record_data(split, cell, opts, ident, key)
-    data["denormals"] = denormals
+    data = record_data(split, cell, opts, ident, key) | {"denormals": denormals}
     data["history"] = ctx.history
     ranks: dict[str, np.ndarray] = {}
     rng = seed_everything(cell.seed)

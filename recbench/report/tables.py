@@ -172,16 +172,19 @@ def stats_table(rep: Report, proto: str) -> pd.DataFrame:
                 }
             )
     df = pd.DataFrame(rows)
-    if not df.empty:
-        ds_order = {d: i for i, d in enumerate(dict.fromkeys(df["Dataset"]))}
-        met_order = {m: i for i, m in enumerate(dict.fromkeys(df["Metric"]))}
-        mod_order = {m: i for i, m in enumerate(order_models(df["Model"]))}
-        key = [
-            (ds_order[d], met_order[m], mod_order[o])
-            for d, m, o in zip(df["Dataset"], df["Metric"], df["Model"], strict=True)
-        ]
-        df = df.iloc[sorted(range(len(df)), key=key.__getitem__)]
-    return df
+    return _in_report_order(df, ["Dataset", "Metric", "Model"]) if not df.empty else df
+
+
+def _in_report_order(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """``df``'s rows sorted by ``cols``: each by first appearance, ``Model`` in the paper's order
+    (:func:`order_models`); a stable sort."""
+    orders = {
+        c: {v: i for i, v in enumerate(order_models(df[c]) if c == "Model" else dict.fromkeys(df[c]))} for c in cols
+    }
+    key = [
+        tuple(orders[c][v] for c, v in zip(cols, row, strict=True)) for row in zip(*(df[c] for c in cols), strict=True)
+    ]
+    return df.iloc[sorted(range(len(df)), key=key.__getitem__)]
 
 
 def side_by_side(rep: Report) -> pd.DataFrame:
@@ -379,11 +382,7 @@ def curves_table(rep: Report, metric: str = "ndcg@10") -> pd.DataFrame:
         best = g.groupby("seed")["value"].max()
         row["Best (mean over seeds)"] = f"{best.mean():.3f}"
         rows.append(row)
-    df = pd.DataFrame(rows)
-    ds_order = {d: i for i, d in enumerate(dict.fromkeys(df["Dataset"]))}
-    mod_order = {m: i for i, m in enumerate(order_models(df["Model"]))}
-    key = [(ds_order[d], mod_order[m]) for d, m in zip(df["Dataset"], df["Model"], strict=True)]
-    return df.iloc[sorted(range(len(df)), key=key.__getitem__)].reset_index(drop=True)
+    return _in_report_order(pd.DataFrame(rows), ["Dataset", "Model"]).reset_index(drop=True)
 
 
 def curves_note(metric: str = "ndcg@10") -> str:

@@ -29,12 +29,12 @@ tune() {  # dataset model epochs-cap
   recbench tune --dataset "$1" --model "$2" "${extra[@]}" --early-stopping 2 "${common[@]}"
 }
 
-converge() {  # dataset models...
+converge() {  # dataset models... (SEEDS: the model seeds, in the order they are run)
   local ds=$1; shift
   local sets=()
   for m in "$@"; do sets+=(--set "$m.epochs=30"); done
   recbench run --tuned --dataset "$ds" --models "$(IFS=,; echo "$*")" "${sets[@]}" --validation \
-    --early-stopping 3 --seeds 0,1,2 --protocol both "${common[@]}"
+    --early-stopping 3 --seeds "${SEEDS:-0,1,2}" --protocol both "${common[@]}"
 }
 
 grouped() {  # issue 17: the grouped batch order beside the tuning trial at the default lr (validation)
@@ -50,6 +50,11 @@ case "$queue" in
     grouped ml-100k
     converge ml-100k opeci
     for ds in $DATASETS; do converge "$ds" opeci; done
+    # then help the other queue with the residual reading, its seeds in reverse order: a cell
+    # the other process is fitting is locked (this one waits for its record, then skips it)
+    for ds in filmtrust ml-100k; do
+      if [ -e "$OUT/tuned/$ds/opeci-res.json" ]; then SEEDS=2,1,0 converge "$ds" opeci-res; fi
+    done
     ;;
   rest)  # the baselines and CADNCF, then the residual reading (this queue's core frees up first)
     for ds in $DATASETS; do

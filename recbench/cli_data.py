@@ -192,13 +192,29 @@ def diagnose_cmd(
     items: Annotated[int, typer.Option(help="Fixed items the MLP's input is measured for.")] = 16,
     threads: Threads = 1,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the measurements as JSON.")] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="Measure a trained model: a fit's per-epoch checkpoint (OUT/.checkpoints/DATASET/MODEL/"
+            "seed<s>-<key>.ckpt); give the fit's --set values (its architecture) and --validation if it "
+            "trained on the validation split."
+        ),
+    ] = None,
+    weights: Annotated[
+        str, typer.Option(help="With --checkpoint: best (the best validation epoch's, as the record) or last.")
+    ] = "best",
+    validation: Annotated[
+        bool, typer.Option("--validation", help="The validation split's training data (as `run --validation`).")
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Does the user reach the MLP? Participation ratio of the MLP's input across users, attention
-    entropy, and sensitivity to shuffling a user's factor entries (recbench/diagnose.py)."""
+    entropy, and sensitivity to shuffling a user's factor entries (recbench/diagnose.py), on a
+    fresh model, one trained for --epochs, or a fit's checkpoint."""
     import json
 
-    from recbench.diagnose import diagnose
+    from recbench.checkpoint import CheckpointError
+    from recbench.diagnose import diagnose, load_checkpoint
     from recbench.models.base import config_to_dict
     from recbench.plan import parse_overrides, resolve_config
     from recbench.registry import get_model_class
@@ -208,6 +224,10 @@ def diagnose_cmd(
     try:
         if epochs < 0 or items < 1 or seed < 0:
             raise ConfigError("--epochs must be ≥ 0, --items ≥ 1, --seed ≥ 0")
+        if checkpoint is not None and epochs:
+            raise ConfigError("--checkpoint measures a fit's saved weights; --epochs trains a new one: give one")
+        if checkpoint is not None and not checkpoint.is_file():
+            raise ConfigError(f"--checkpoint {checkpoint}: no such file")
         sets = parse_overrides(set_ or [])
         unknown = [m for m in sets if m != model]
         if unknown:
@@ -217,21 +237,26 @@ def diagnose_cmd(
         if not hasattr(m, "init_module"):
             raise ConfigError(f"{model}: diagnose needs a PyTorch correlation-attention model")
         check_datasets([dataset], data_dir)
-        split = load_spec(SplitSpec(dataset), data_dir)
+        split = load_spec(SplitSpec(dataset, validation=validation), data_dir)
         rng = seed_everything(seed)
+        loaded: dict[str, object] = {}
         if epochs:
             m.fit(split.train, rng)
         else:
             m.init_module(split.train, rng)
+            if checkpoint is not None:
+                loaded = load_checkpoint(m, checkpoint, weights)
         d = diagnose(m, n_items=items, seed=seed)
-    except (ConfigError, TypeError, ValueError) as e:
+    except (ConfigError, CheckpointError, TypeError, ValueError) as e:
         raise fail(str(e).splitlines()[0]) from None
     out = {
         "model": model,
         "dataset": dataset,
-        "epochs": epochs,
+        "epochs": loaded.pop("epochs_run", epochs),
         "seed": seed,
+        "validation": validation,
         "config": config_to_dict(config),
+        **loaded,
         **d.as_dict(),
     }
     Console().print_json(json.dumps(out, default=str))

@@ -15,12 +15,16 @@ MLP's input as a ``[B, d, d]`` matrix), ``head`` and optionally ``attention_weig
 - **permutation sensitivity**: the mean |Δ logit| when each user's factor entries are shuffled,
   against the mean |Δ logit| when another user's factor is swapped in (a model that reads only the
   multiset of h's entries has a ratio of 0).
+
+A trained model comes from a fit's per-epoch checkpoint (:func:`load_checkpoint`): the weights of
+its best validation epoch, which are what the fit's record evaluates, or of its last epoch.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,6 +66,43 @@ def _entropy(rows: torch.Tensor) -> tuple[float, float]:
     p = rows.reshape(-1, rows.shape[-1]).double().clamp_min(1e-30)
     ent = -(p * p.log()).sum(-1) / math.log(p.shape[-1])
     return float(ent.mean()), float(p.max(-1).values.mean())
+
+
+def load_checkpoint(model: Any, path: Path, weights: str = "best") -> dict[str, Any]:
+    """Load the weights of a fit's per-epoch checkpoint (``OUT/.checkpoints/...``) into ``model``,
+    built with ``init_module`` on the split the fit trained on and with the fit's config.
+
+    ``weights``: ``"best"`` (the best validation epoch's, what the record evaluates; the last
+    epoch's when the fit had no validation) or ``"last"``. Returns what was loaded (file, model,
+    weights, epoch). A checkpoint of another model, or whose tensors do not fit the config, is a
+    ``ValueError`` that says so.
+    """
+    from recbench import checkpoint
+
+    if weights not in ("best", "last"):
+        raise ValueError(f"weights {weights!r}: expected best or last")
+    meta, groups = checkpoint.read(path)
+    if meta.get("model") != model.name:
+        raise ValueError(f"checkpoint {path} is of model {meta.get('model')!r}, not {model.name!r}")
+    use_best = weights == "best" and meta.get("best") is not None and "best" in groups
+    state = groups["best"] if use_best else groups["module"]
+    try:
+        model.module.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[1:2] or [str(e)]
+        raise ValueError(
+            f"checkpoint {path} does not fit this {model.name} config ({first[0].strip()}); "
+            "pass the fit's architecture with --set"
+        ) from None
+    model.invalidate_cache()
+    model.module.eval()
+    return {
+        "checkpoint": str(path),
+        "weights": "best" if use_best else "last",
+        "epoch": int(meta["best"][1]) if use_best else int(meta["epoch"]),
+        "epochs_run": int(meta["epoch"]),
+        "best_validation": None if meta.get("best") is None else float(meta["best"][0]),
+    }
 
 
 @torch.no_grad()

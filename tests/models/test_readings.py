@@ -159,3 +159,69 @@ def test_diagnose_command(tmp_path: Path) -> None:
     assert doc["model"] == "outer-mlp" and doc["participation_ratio"] > 1 and doc["epochs"] == 0
     bad = CliRunner().invoke(app, ["diagnose", "ncf"])
     assert bad.exit_code == 2 and "correlation-attention" in bad.output
+
+
+def test_diagnose_a_checkpoint_measures_the_fits_weights(tiny_split: Split, tmp_path: Path) -> None:
+    """A fit's checkpoint loads its best validation epoch's weights (or its last), and the
+    diagnosis of the loaded model is that of the fitted one; another model's file is refused."""
+    from recbench.checkpoint import CheckpointSpec
+    from recbench.diagnose import load_checkpoint
+    from recbench.models.base import FitContext
+
+    sets = {"embedding_size": "8", "hidden": "(16,)", "epochs": "3"}
+    scores = iter([0.5, 0.9, 0.1])  # the best validation epoch is 2 of 3
+    fitted = _model("outer-mlp", **sets)
+    path = tmp_path / "fit.ckpt"
+    ctx = FitContext(
+        early_stopping_patience=5,
+        evaluate=lambda _m, _role: {"ndcg@10": next(scores)},
+        checkpoint=CheckpointSpec(path, key="k"),
+    )
+    fitted.fit(tiny_split.train, np.random.default_rng(0), ctx)  # ends with epoch 2's weights
+    fresh = _model("outer-mlp", **sets)
+    fresh.init_module(tiny_split.train, np.random.default_rng(1))
+    info = load_checkpoint(fresh, path)
+    assert info["weights"] == "best" and info["epoch"] == 2 and info["epochs_run"] == 3
+    assert info["best_validation"] == pytest.approx(0.9)
+    for (name, a), b in zip(fitted.module.state_dict().items(), fresh.module.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    assert diagnose(fresh, n_items=3) == diagnose(fitted, n_items=3)
+    last = load_checkpoint(fresh, path, "last")
+    assert last["weights"] == "last" and last["epoch"] == 3
+    pairs = zip(fitted.module.state_dict().values(), fresh.module.state_dict().values(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)
+    other = _model("cadncf", embedding_size="8", hidden="(16,)")
+    other.init_module(tiny_split.train, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="of model 'outer-mlp'"):
+        load_checkpoint(other, path)
+    wider = _model("outer-mlp", embedding_size="4", hidden="(16,)")
+    wider.init_module(tiny_split.train, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="does not fit this outer-mlp config"):
+        load_checkpoint(wider, path)
+
+
+def test_diagnose_command_on_a_checkpoint(tiny_split: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`recbench diagnose --checkpoint` on a fit's file; bad combinations are one-line errors."""
+    from recbench.checkpoint import CheckpointSpec
+    from recbench.models.base import FitContext
+
+    sets = {"embedding_size": "8", "hidden": "(16,)", "epochs": "2"}
+    path = tmp_path / "fit.ckpt"
+    m = _model("outer-mlp", **sets)
+    m.fit(tiny_split.train, np.random.default_rng(0), FitContext(checkpoint=CheckpointSpec(path, key="k")))
+    monkeypatch.setattr("recbench.runner.load_spec", lambda _spec, _dir: tiny_split)
+    monkeypatch.setattr("recbench.runner.check_datasets", lambda _names, _dir: None)
+    out = tmp_path / "d.json"
+    args = ["diagnose", "outer-mlp", "--dataset", "tiny", "--set", "outer-mlp.embedding_size=8"]
+    args += ["--set", "outer-mlp.hidden=(16,)", "--items", "2"]
+    r = CliRunner().invoke(app, [*args, "--checkpoint", str(path), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert doc["weights"] == "last" and doc["epoch"] == 2 and doc["epochs"] == 2  # no validation: the last
+    assert doc["participation_ratio"] == pytest.approx(diagnose(m, n_items=2).participation_ratio)
+    both = CliRunner().invoke(app, [*args, "--checkpoint", str(path), "--epochs", "1"])
+    assert both.exit_code == 2 and "give one" in both.output
+    missing = CliRunner().invoke(app, [*args, "--checkpoint", str(tmp_path / "none.ckpt")])
+    assert missing.exit_code == 2 and "no such file" in missing.output
+    mismatch = CliRunner().invoke(app, [*args[:-4], "--items", "2", "--checkpoint", str(path)])
+    assert mismatch.exit_code == 2 and "does not fit" in mismatch.output

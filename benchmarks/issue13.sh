@@ -14,7 +14,9 @@
 # epochs for the OPECI and CADNCF families and 10 for DMF (each model's default otherwise), with
 # early stopping (patience 2) on the validation item inside each trial; every model gets the same
 # number of trials (search_spaces.toml: its learning rates, 5 each). Converged runs: the tuned config, early stopping with
-# patience 3 on validation NDCG@10, a cap of 30 epochs, 3 seeds, both protocols.
+# patience 3 on validation NDCG@10, a cap of 30 epochs, 3 seeds, both protocols; their finished
+# checkpoints stay under OUT/.checkpoints for `recbench diagnose --checkpoint` (not parked: they
+# have records).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 queue=${1:?usage: issue13.sh opeci|rest}
@@ -34,7 +36,7 @@ converge() {  # dataset models... (SEEDS: the model seeds, in the order they are
   local sets=()
   for m in "$@"; do sets+=(--set "$m.epochs=30"); done
   recbench run --tuned --dataset "$ds" --models "$(IFS=,; echo "$*")" "${sets[@]}" --validation \
-    --early-stopping 3 --seeds "${SEEDS:-0,1,2}" --protocol both "${common[@]}"
+    --early-stopping 3 --seeds "${SEEDS:-0,1,2}" --protocol both --keep-checkpoints "${common[@]}"
 }
 
 grouped() {  # issue 17: the grouped batch order beside the tuning trial at the default lr (validation)

@@ -182,6 +182,15 @@ def run(
         Path | None,
         typer.Option(help="Checkpoint folder (default OUT/.checkpoints; on a cluster, a path every node can reach)."),
     ] = None,
+    keep_checkpoints: Annotated[
+        bool,
+        typer.Option(
+            "--keep-checkpoints",
+            metavar="",
+            help="Keep each fit's last checkpoint once its record lands (its weights, for `recbench diagnose "
+            "--checkpoint`); by default it is removed.",
+        ),
+    ] = False,
     portable_floats: Annotated[
         bool,
         typer.Option(
@@ -222,7 +231,7 @@ def run(
         exec_opts = dict(
             out=out, device=device, data_dir=data_dir, jobs=jobs, threads=threads, executor=executor.value,
             ray_address=ray_address, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-            checkpoint_dir=checkpoint_dir, floats=floats,
+            checkpoint_dir=checkpoint_dir, keep_checkpoints=keep_checkpoints, floats=floats,
         )  # fmt: skip
         split_loader = None
         if from_record is not None:

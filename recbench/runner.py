@@ -34,25 +34,11 @@ import numpy as np
 from recbench.data.types import Split
 from recbench.eval.evaluator import PROTOCOLS, evaluate
 from recbench.eval.metrics import summarize
-from recbench.models.base import (
-    ConfigError,
-    FitContext,
-    Model,
-    apply_overrides,
-    config_diff,
-    identity_config,
-)
+from recbench.models.base import ConfigError, FitContext, Model, apply_overrides, config_diff, identity_config
 from recbench.numerics import DENORMALS, FLOATS, ensure_floats, set_denormals
 from recbench.provenance import PeakMemory, code_version, hardware, versions
 from recbench.registry import get_model_class
-from recbench.results import (
-    Record,
-    cell_lock,
-    find_record,
-    record_key,
-    remove_stale_files,
-    write_record,
-)
+from recbench.results import Record, cell_lock, find_record, record_key, remove_stale_files, write_record
 
 EXECUTORS = ("local", "ray")
 """``--executor``: :mod:`recbench.executors` (this machine) or :mod:`recbench.ray_executor`."""
@@ -83,6 +69,7 @@ class RunOptions:
     checkpoint: bool = True  # per-epoch checkpoints of torch fits
     checkpoint_every: int = 1
     checkpoint_dir: Path | None = None  # default OUT/.checkpoints
+    keep_checkpoints: bool = False  # keep a fit's checkpoint once its record lands (diagnose --checkpoint)
     jobs: int = 1  # cells at a time (worker processes; Ray tasks in flight)
     threads: int = 1  # torch intra-op threads of each worker process (0: torch's default)
     executor: str = "local"
@@ -261,11 +248,12 @@ def run_cell(split: Split, cell: Cell, opts: RunOptions, reporter: Reporter | No
 
 
 def finish_record(opts: RunOptions, rec: Record) -> Path:
-    """Write a computed record atomically and remove the fit's checkpoint (it is no longer
-    needed: a rerun finds the record)."""
+    """Write a computed record atomically and remove the fit's checkpoint (a rerun finds the
+    record), unless ``opts.keep_checkpoints`` (its weights, for ``recbench diagnose --checkpoint``)."""
     path = write_record(opts.out, rec)
     d = rec.data
-    checkpoint_path(opts, d["dataset"], d["model"], d["seed"], d["key"]).unlink(missing_ok=True)
+    if not opts.keep_checkpoints:
+        checkpoint_path(opts, d["dataset"], d["model"], d["seed"], d["key"]).unlink(missing_ok=True)
     return path
 
 

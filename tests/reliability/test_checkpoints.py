@@ -160,6 +160,26 @@ def test_no_checkpoint_and_checkpoint_every(tiny_split, tmp_path: Path) -> None:
     assert len(list((tmp_path / "ck").rglob("*.ckpt"))) == 1
 
 
+def test_keep_checkpoints_leaves_the_finished_fits_file(tiny_split, tmp_path: Path) -> None:
+    """By default a landed record removes its fit's checkpoint; with keep_checkpoints the file
+    stays, holds the fit's last epoch, and a rerun still skips the cell (the record exists)."""
+    from recbench.checkpoint import read
+
+    _ncf_grid(tmp_path / "default", Reporter(), tiny_split)
+    assert not list((tmp_path / "default" / ".checkpoints").rglob("*.ckpt"))
+    (rec,) = _ncf_grid(tmp_path / "kept", Reporter(), tiny_split, keep_checkpoints=True)
+    (ckpt,) = (tmp_path / "kept" / ".checkpoints").rglob("*.ckpt")
+    assert ckpt.name == f"seed0-{rec.data['key']}.ckpt"
+    meta, _groups = read(ckpt)
+    assert meta["epoch"] == 4 and meta["key"] == rec.data["key"]
+    assert rec.path is not None
+    written = rec.path.stat().st_mtime_ns
+    rep = _StopAt(1)  # a fit would stop at its first epoch: the cell is skipped instead
+    (again,) = _ncf_grid(tmp_path / "kept", rep, tiny_split, keep_checkpoints=True)
+    assert again.data["key"] == rec.data["key"] and rec.path.stat().st_mtime_ns == written
+    assert not any("resuming" in m for m in rep.messages)
+
+
 def test_checkpoint_format_refuses_damage() -> None:
     import torch
 

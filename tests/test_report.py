@@ -106,10 +106,24 @@ def test_cost_table_is_the_median_of_the_records(results: Path, small_split: Spl
     ncf = build_report(tmp_path, ["hr@10"]).cost.iloc[0]
     rec = next(iter_records(tmp_path))
     assert ncf["Epochs"] == 2 and ncf["Samples/s"] == pytest.approx(rec["timing"]["samples_per_s"])
+    assert ncf["Subnormals"] == "flushed" and rec["denormals"] == "flush"
     md = render(rep, "markdown")
     assert "### Cost" in md and "| bpr[epochs=20]" in md.split("### Cost")[1]
     assert json.loads(render(rep, "json"))["cost"][0]["Seeds"] == 3
     assert "<h2>Cost</h2>" in render(rep, "html")
+
+
+def test_cost_table_says_which_records_kept_subnormals() -> None:
+    """Records without a ``denormals`` field were made before the flush: their timings are marked."""
+    from recbench.report.frames import subnormals_of
+    from recbench.results import Record
+
+    def rec(**extra: str) -> Record:
+        return Record({"dataset": "d", "model": "m", "status": "ok", **extra})
+
+    assert subnormals_of([rec(denormals="flush"), rec(denormals="flush")]) == "flushed"
+    assert subnormals_of([rec(), rec(denormals="keep")]) == "kept"
+    assert subnormals_of([rec(), rec(denormals="flush"), rec(denormals="flush")]) == "kept 1/3"
 
 
 def test_ambiguous_default_reference_is_named(small_split: Split, tmp_path: Path) -> None:

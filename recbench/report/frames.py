@@ -395,12 +395,22 @@ COST_COLUMNS = [
     "Full eval s",
     "Peak RSS MB",
     "Threads",
+    "Subnormals",
 ]
+
+
+def subnormals_of(records: list[Record]) -> str:
+    """How the records' fits treated subnormal floats: "flushed" (recbench's default since
+    2026-12-04), "kept" (records made before it, which have no ``denormals`` field: their
+    timings are the slower ones), or e.g. "kept 1/3" when the seeds differ."""
+    kept = sum(1 for r in records if r.data.get("denormals", "keep") == "keep")
+    return "flushed" if kept == 0 else "kept" if kept == len(records) else f"kept {kept}/{len(records)}"
 
 
 def cost_frame(records: Iterable[Record], label: Label = record_label) -> pd.DataFrame:
     """What each model cost, from its records: medians over seeds of training samples/s, seconds
-    per epoch, fit and evaluation seconds and peak resident memory (whole process)."""
+    per epoch, fit and evaluation seconds and peak resident memory (whole process), with how
+    the fits treated subnormal floats (:func:`subnormals_of`)."""
     groups: dict[tuple[str, str], list[Record]] = {}
     for r in records:
         if r.status == "ok":
@@ -429,6 +439,7 @@ def cost_frame(records: Iterable[Record], label: Label = record_label) -> pd.Dat
                 "Full eval s": med(rs, t("eval_test_full_s")),
                 "Peak RSS MB": med(rs, lambda r: r.data.get("peak_rss_mb")),
                 "Threads": "/".join(threads),
+                "Subnormals": subnormals_of(rs),
             }
         )
     df = pd.DataFrame(rows, columns=COST_COLUMNS)

@@ -285,7 +285,10 @@ COST_NOTE = (
     "Medians over seeds of each record's own timing (training samples/s and s/epoch over its "
     "epochs; evaluation of every test user; peak resident memory of the whole process). "
     "Times depend on the machine and its load at the time: compare models within one run, "
-    "not across reports."
+    'not across reports. Subnormals: "kept" marks records made before recbench flushed '
+    "subnormal floats to zero; where weight decay drives weights into that range (OPECI after "
+    "several epochs) their fits and evaluations ran slower (2× training steps, 30× scoring on an "
+    "OPECI checkpoint: results/bench/denormals-*.json)."
 )
 
 

@@ -216,11 +216,13 @@ def diagnose_cmd(
     from recbench.checkpoint import CheckpointError
     from recbench.diagnose import diagnose, load_checkpoint
     from recbench.models.base import config_to_dict
+    from recbench.numerics import set_denormals
     from recbench.plan import parse_overrides, resolve_config
     from recbench.registry import get_model_class
     from recbench.runner import SplitSpec, check_datasets, load_spec, seed_everything
 
     apply_threads(threads)
+    set_denormals("flush")  # as every fit (recbench.numerics)
     try:
         if epochs < 0 or items < 1 or seed < 0:
             raise ConfigError("--epochs must be ≥ 0, --items ≥ 1, --seed ≥ 0")

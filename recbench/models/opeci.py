@@ -151,7 +151,7 @@ class OPECI(TorchModel):
 
     name: ClassVar[str] = "opeci"
     Config: ClassVar[type] = OPECIConfig
-    revision: ClassVar[int] = 2  # the paper's L2 scale and small embedding init (issue 13)
+    revision: ClassVar[int] = 2  # the paper's L2 scale (issue 13; the N(0, 1) init chosen on validation)
     inference_batch: ClassVar[int] = 4096
     cpu_inference_batch: ClassVar[int] = 4096
     factor_chunk: ClassVar[int] = 4096  # nodes per chunk when computing all factors

@@ -39,6 +39,11 @@ converge() {  # dataset models... (SEEDS: the model seeds, in the order they are
     --early-stopping 3 --seeds "${SEEDS:-0,1,2}" --protocol both --keep-checkpoints "${common[@]}"
 }
 
+baselines() {  # dataset: the other baselines on the same split, tuned (BPR: implicit's iterations)
+  recbench run --tuned --dataset "$1" --models itempop,bpr,dmf,cml --set dmf.epochs=30 --validation \
+    --early-stopping 3 --seeds 0,1,2 --protocol both "${common[@]}"
+}
+
 grouped() {  # issue 17: the grouped batch order beside the tuning trial at the default lr (validation)
   recbench run --dataset "$1" --models opeci --set opeci.epochs=5 --set opeci.batch_order=grouped --validation \
     --early-stopping 2 --seeds 0 --threads 1 --out "$OUT/issue17-grouped"
@@ -68,6 +73,7 @@ case "$queue" in
       tune "$ds" dmf 10
     done
     for ds in $DATASETS; do converge "$ds" cadncf outer-mlp ncf; done
+    for ds in $DATASETS; do baselines "$ds"; done
     tune filmtrust opeci-res 5
     tune ml-100k opeci-res 5
     converge ml-100k opeci-res

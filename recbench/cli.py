@@ -41,7 +41,7 @@ from recbench.models.base import ConfigError
 
 if TYPE_CHECKING:  # the runner imports torch lazily; the CLI starts without it
     from recbench.report import Report
-    from recbench.runner import Cell, RunOptions
+    from recbench.runner import Cell, RunOptions, SplitLoader
 
 app = typer.Typer(
     name="recbench",
@@ -263,10 +263,10 @@ def run(
             # every configuration check before the first fetch or write: a bad value writes nothing
             check_run_options(out, opts.device)
             cells = plan_run(datasets, names, opts)  # every config resolved and range-checked
-            if dry_run:
-                _dry_run(cells, opts)
-                return
             check_datasets(datasets, data_dir)
+            if dry_run:
+                _dry_run(cells, opts, split_loader)
+                return
         with make_reporter(err) as reporter, warnings_as_lines():
             records = execute(cells, opts, reporter, split_loader)
     except (ConfigError, ValueError) as e:
@@ -288,36 +288,26 @@ def run(
         raise typer.Exit(1)
 
 
-def _dry_run(cells: list[Cell], opts: RunOptions) -> None:
-    """The cells, whether a record exists, and the time each would take on this machine."""
-    import json
-
+def _dry_run(cells: list[Cell], opts: RunOptions, split_loader: SplitLoader | None) -> None:
+    """The cells, whether a record exists (the run's own test: the cell's record key, from its
+    split's fingerprint, and every protocol wanted), and the time each would take on this machine."""
     from rich.table import Table
 
-    from recbench.models.base import identity_config
     from recbench.plan import estimate_seconds
     from recbench.provenance import hardware
     from recbench.results import iter_records
+    from recbench.runner import Reporter, existing_record, load_splits
 
     folders = dict.fromkeys([opts.out, Path("results")])
     past = [r for folder in folders for r in iter_records(folder, with_ranks=False, warn=False)]
-
-    def same_json(obj: object) -> str:  # a config as a record stores it (its identity; tuples become lists)
-        return json.dumps(obj, sort_keys=True, default=str)
-
-    done = {
-        (r["dataset"], r["model"], r["seed"], r.data.get("split_info", {}).get("seed", 0), same_json(r["config"]))
-        for r in iter_records(opts.out, with_ranks=False, warn=False)
-        if r.status == "ok"
-    }
+    splits = load_splits(cells, opts, Reporter(), split_loader)
     cpu = hardware()["cpu"]
     table = Table(title=f"recbench run --dry-run: {len(cells)} cell(s) on {cpu}")
     for col in ("dataset", "split", "model", "seed", "status", "estimate"):
         table.add_column(col, justify="right" if col in ("seed", "estimate") else "left")
     total, unknown = 0.0, 0
     for c in cells:
-        key = (c.dataset, c.model, c.seed, c.split.seed, same_json(identity_config(c.config)))
-        if key in done:
+        if existing_record(splits[c.split], c, opts) is not None:
             table.add_row(c.dataset, str(c.split.seed), c.model, str(c.seed), "record exists", "—")
             continue
         est = estimate_seconds(c, past, cpu)

@@ -253,3 +253,24 @@ def test_dry_run_finds_the_record_of_a_model_with_execution_switches(tmp_path: P
     again = runner.invoke(app, [*args, "--dry-run"], env={"COLUMNS": "200"})
     assert again.exit_code == 0, again.output
     assert "record exists" in next(ln for ln in again.output.splitlines() if "│ opeci" in ln)
+
+
+def test_dry_run_uses_the_runs_own_record_test(tmp_path: Path) -> None:
+    """A record of the same model, config and seed on another split (the test split against the
+    validation split), with other early stopping or fewer protocols, is not this cell's record:
+    the dry run says "to run" exactly where the run would fit (it said "record exists")."""
+    base = ["run", "--dataset", "synthetic", "--models", "ncf", "--set", "ncf.epochs=2", "--seeds", "0"]
+    base += ["--threads", "1", "--out", str(tmp_path)]
+    assert runner.invoke(app, base).exit_code == 0
+
+    def status(*extra: str) -> str:
+        r = runner.invoke(app, [*base, *extra, "--dry-run"], env={"COLUMNS": "200"})
+        assert r.exit_code == 0, r.output
+        return next(ln for ln in r.output.splitlines() if "│ ncf" in ln)
+
+    assert "record exists" in status()
+    assert "to run" in status("--validation")
+    assert "to run" in status("--protocol", "both")
+    assert runner.invoke(app, [*base, "--validation", "--early-stopping", "2"]).exit_code == 0
+    assert "record exists" in status("--validation", "--early-stopping", "2")
+    assert "to run" in status("--validation", "--early-stopping", "3")

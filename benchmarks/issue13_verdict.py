@@ -96,9 +96,9 @@ def diagnostics(results: Path) -> str:
     docs.sort(key=lambda fd: (fd[1]["dataset"], rank[fd[1]["model"]], bool(fd[1].get("epochs")), fd[0].name))
     for f, d in docs:
         if d.get("checkpoint"):
-            weights = f"trained: epoch {d['epoch']} of {d['epochs']} ({d['weights']}, seed checkpoint)"
+            weights = f"converged fit: epoch {d['epoch']} kept of {d['epochs']} run"
         elif d.get("epochs"):
-            weights = f"trained {d['epochs']} epochs (--epochs)"
+            weights = f"trained {d['epochs']} epochs (`diagnose --epochs`)"
         else:
             weights = "fresh"
         init = d["config"].get("embedding_init", "normal")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from recbench.cli_options import DataDir, Sets, Threads, apply_threads, fail, warn
+from recbench.cli_options import CheckpointWeights, DataDir, Sets, Threads, apply_threads, enum_parser, fail, warn
 from recbench.models.base import ConfigError
 
 
@@ -201,8 +201,13 @@ def diagnose_cmd(
         ),
     ] = None,
     weights: Annotated[
-        str, typer.Option(help="With --checkpoint: best (the best validation epoch's, as the record) or last.")
-    ] = "best",
+        CheckpointWeights,
+        typer.Option(
+            parser=enum_parser(CheckpointWeights, "weights"),
+            metavar="[best|last]",
+            help="With --checkpoint: best (the best validation epoch's, as the record evaluates) or last.",
+        ),
+    ] = CheckpointWeights.best,
     validation: Annotated[
         bool, typer.Option("--validation", help="The validation split's training data (as `run --validation`).")
     ] = False,
@@ -247,7 +252,7 @@ def diagnose_cmd(
         else:
             m.init_module(split.train, rng)
             if checkpoint is not None:
-                loaded = load_checkpoint(m, checkpoint, weights)
+                loaded = load_checkpoint(m, checkpoint, weights.value)
         d = diagnose(m, n_items=items, seed=seed)
     except (ConfigError, CheckpointError, TypeError, ValueError) as e:
         raise fail(str(e).splitlines()[0]) from None

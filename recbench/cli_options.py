@@ -115,6 +115,11 @@ class PairedTest(StrEnum):
     bootstrap = "bootstrap"
 
 
+class CheckpointWeights(StrEnum):
+    best = "best"  # the best validation epoch's (what the fit's record evaluates)
+    last = "last"
+
+
 E = TypeVar("E", bound=StrEnum)
 
 

@@ -225,3 +225,8 @@ def test_diagnose_command_on_a_checkpoint(tiny_split: Split, tmp_path: Path, mon
     assert missing.exit_code == 2 and "no such file" in missing.output
     mismatch = CliRunner().invoke(app, [*args[:-4], "--items", "2", "--checkpoint", str(path)])
     assert mismatch.exit_code == 2 and "does not fit" in mismatch.output
+
+
+def test_diagnose_weights_is_best_or_last() -> None:
+    r = CliRunner().invoke(app, ["diagnose", "outer-mlp", "--checkpoint", "x.ckpt", "--weights", "first"])
+    assert r.exit_code == 2 and "unknown weights 'first'; valid: best, last" in r.output

@@ -96,7 +96,8 @@ def diagnostics(results: Path) -> str:
     docs.sort(key=lambda fd: (fd[1]["dataset"], rank[fd[1]["model"]], bool(fd[1].get("epochs")), fd[0].name))
     for f, d in docs:
         if d.get("checkpoint"):
-            weights = f"converged fit: epoch {d['epoch']} kept of {d['epochs']} run"
+            fit = "converged fit" if d.get("fit_finished", True) else "fit in progress"
+            weights = f"{fit}: epoch {d['epoch']} kept of {d['epochs']} run"
         elif d.get("epochs"):
             weights = f"trained {d['epochs']} epochs (`diagnose --epochs`)"
         else:

@@ -73,9 +73,10 @@ def load_checkpoint(model: Any, path: Path, weights: str = "best") -> dict[str, 
     built with ``init_module`` on the split the fit trained on and with the fit's config.
 
     ``weights``: ``"best"`` (the best validation epoch's, what the record evaluates; the last
-    epoch's when the fit had no validation) or ``"last"``. Returns what was loaded (file, model,
-    weights, epoch). A checkpoint of another model, or whose tensors do not fit the config, is a
-    ``ValueError`` that says so.
+    epoch's when the fit had no validation) or ``"last"``. Returns what was loaded (file, weights,
+    epoch, epochs run, whether the fit had finished: early-stopped or at its last epoch). A
+    checkpoint of another model, or whose tensors do not fit the config, is a ``ValueError`` that
+    says so.
     """
     from recbench import checkpoint
 
@@ -101,6 +102,7 @@ def load_checkpoint(model: Any, path: Path, weights: str = "best") -> dict[str, 
         "weights": "best" if use_best else "last",
         "epoch": int(meta["best"][1]) if use_best else int(meta["epoch"]),
         "epochs_run": int(meta["epoch"]),
+        "fit_finished": bool(meta.get("stopped")) or int(meta["epoch"]) >= int(meta["epochs"]),
         "best_validation": None if meta.get("best") is None else float(meta["best"][0]),
     }
 

@@ -181,7 +181,7 @@ def test_diagnose_a_checkpoint_measures_the_fits_weights(tiny_split: Split, tmp_
     fresh = _model("outer-mlp", **sets)
     fresh.init_module(tiny_split.train, np.random.default_rng(1))
     info = load_checkpoint(fresh, path)
-    assert info["weights"] == "best" and info["epoch"] == 2 and info["epochs_run"] == 3
+    assert info["weights"] == "best" and info["epoch"] == 2 and info["epochs_run"] == 3 and info["fit_finished"]
     assert info["best_validation"] == pytest.approx(0.9)
     for (name, a), b in zip(fitted.module.state_dict().items(), fresh.module.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=name)

@@ -72,7 +72,8 @@ def comparison(results: Path) -> str:
             r = row.iloc[0]
             delta = "—" if pd.isna(r["mean_diff"]) else f"{-r['mean_diff']:+.3f} ({_p(r['p_holm'])})"
             paper = "—" if pd.isna(r["paper"]) else f"{r['paper']:.3f} ({_p(r['paper_p_holm'])})"
-            cells[metric] = (f"{r['mean']:.3f} ± {r['std']:.3f}", delta, paper)
+            spread = "" if pd.isna(r["std"]) else f" ± {r['std']:.3f}"  # one seed: no spread
+            cells[metric] = (f"{r['mean']:.3f}{spread}", delta, paper)
         full = g[(g.protocol == "full") & (g.metric == "hr@10")]
         full_hr = "—" if full.empty else f"{full.iloc[0]['mean']:.3f}"
         n = int(g["n_seeds"].max())

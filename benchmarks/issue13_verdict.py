@@ -22,9 +22,8 @@ import pandas as pd
 
 from recbench.report import build_report
 from recbench.report.frames import select_records
-from recbench.report.labels import order_models, record_label
+from recbench.report.labels import order_models
 from recbench.results import iter_records
-from recbench.tune import is_tune_record
 
 COMMAND = "python benchmarks/issue13_verdict.py --results results -o results/issue13-verdict.md"
 
@@ -33,17 +32,11 @@ def _p(p: float) -> str:
     return "—" if pd.isna(p) else f"{p:.2g}"
 
 
-def _kept_epochs(results: Path) -> dict[tuple[str, str], list[int]]:
-    """(data set, report label) → the epoch each early-stopped seed on the validation split kept."""
-    out: dict[tuple[str, str], list[int]] = {}
-    for r in iter_records(results, with_ranks=False):
-        validation = bool((r.data.get("split_info") or {}).get("validation"))
-        if r.status != "ok" or is_tune_record(r) or not validation or not r.data.get("early_stopping"):
-            continue
-        best = [h["best_epoch"] for h in r.data.get("history") or [] if "best_epoch" in h]
-        if best:
-            out.setdefault((r["dataset"], record_label(r)), []).append(int(best[0]))
-    return out
+def _kept_epochs(curves: pd.DataFrame) -> dict[tuple[str, str], list[int]]:
+    """(data set, report label) → the epoch each early-stopped seed kept, from the report's
+    validation curves (one ``best_epoch`` per seed; NaN where no early stopping chose one)."""
+    per_seed = curves.dropna(subset=["best_epoch"]).drop_duplicates(["dataset", "model", "seed"])
+    return {(d, m): sorted(int(v) for v in g["best_epoch"]) for (d, m), g in per_seed.groupby(["dataset", "model"])}
 
 
 def comparison(results: Path) -> str:
@@ -52,9 +45,9 @@ def comparison(results: Path) -> str:
         for r in select_records(iter_records(results))
         if r.status == "ok" and (r.data.get("split_info") or {}).get("validation")
     ]
-    s = build_report(None, ["hr@10", "ndcg@10"], reference=["ncf"], records=records).summary
-    s = s[s.model.str.contains("tuned|itempop", regex=True)]
-    kept = _kept_epochs(results)
+    rep = build_report(None, ["hr@10", "ndcg@10"], reference=["ncf"], records=records)
+    s = rep.summary[rep.summary.model.str.contains("tuned|itempop", regex=True)]
+    kept = _kept_epochs(rep.curves)
     lines = [
         "| data set | model | seeds | HR@10 | Δ vs NCF (p Holm) | paper (p Holm) | NDCG@10 | Δ vs NCF (p Holm) "
         "| paper (p Holm) | full HR@10 | kept epochs |",
@@ -78,7 +71,7 @@ def comparison(results: Path) -> str:
         full_hr = "—" if full.empty else f"{full.iloc[0]['mean']:.3f}"
         n = int(g["n_seeds"].max())
         epochs = kept.get((ds.split(" · ")[0], model), [])
-        kept_s = ", ".join(map(str, sorted(epochs))) if epochs else "—"
+        kept_s = ", ".join(map(str, epochs)) if epochs else "—"
         lines.append(
             f"| {ds.split(' · ')[0]} | {model} | {n} | {' | '.join(cells['hr@10'])} | {' | '.join(cells['ndcg@10'])} "
             f"| {full_hr} | {kept_s} |"

@@ -290,7 +290,8 @@ def run(
 
 def _dry_run(cells: list[Cell], opts: RunOptions, split_loader: SplitLoader | None) -> None:
     """The cells, whether a record exists (the run's own test: the cell's record key, from its
-    split's fingerprint, and every protocol wanted), and the time each would take on this machine."""
+    split's fingerprint, and every protocol wanted; none with --force, which refits), and the time
+    each would take on this machine."""
     from rich.table import Table
 
     from recbench.plan import estimate_seconds
@@ -307,7 +308,7 @@ def _dry_run(cells: list[Cell], opts: RunOptions, split_loader: SplitLoader | No
         table.add_column(col, justify="right" if col in ("seed", "estimate") else "left")
     total, unknown = 0.0, 0
     for c in cells:
-        if existing_record(splits[c.split], c, opts) is not None:
+        if not opts.force and existing_record(splits[c.split], c, opts) is not None:
             table.add_row(c.dataset, str(c.split.seed), c.model, str(c.seed), "record exists", "—")
             continue
         est = estimate_seconds(c, past, cpu)

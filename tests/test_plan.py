@@ -269,6 +269,7 @@ def test_dry_run_uses_the_runs_own_record_test(tmp_path: Path) -> None:
         return next(ln for ln in r.output.splitlines() if "│ ncf" in ln)
 
     assert "record exists" in status()
+    assert "to run" in status("--force")  # a forced run refits it
     assert "to run" in status("--validation")
     assert "to run" in status("--protocol", "both")
     assert runner.invoke(app, [*base, "--validation", "--early-stopping", "2"]).exit_code == 0

@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from recbench.cli_options import CheckpointWeights, DataDir, Sets, Threads, apply_threads, enum_parser, fail, warn
+from recbench.cli_options import (
+    CheckpointWeights,
+    DataDir,
+    Sets,
+    Threads,
+    Validation,
+    apply_threads,
+    enum_parser,
+    fail,
+    warn,
+)
 from recbench.models.base import ConfigError
 
 
@@ -208,9 +218,7 @@ def diagnose_cmd(
             help="With --checkpoint: best (the best validation epoch's, as the record evaluates) or last.",
         ),
     ] = CheckpointWeights.best,
-    validation: Annotated[
-        bool, typer.Option("--validation", help="The validation split's training data (as `run --validation`).")
-    ] = False,
+    validation: Validation = False,
     data_dir: DataDir = None,
 ) -> None:
     """Does the user reach the MLP? Participation ratio of the MLP's input across users, attention

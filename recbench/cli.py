@@ -209,7 +209,7 @@ def run(
             "--dry-run",
             metavar="",
             help="List the cells with an estimated time from earlier records made on this CPU (in OUT and in "
-            "./results), fit nothing.",
+            "./results), fit nothing (the data sets must be fetched: a cell's record key needs its split).",
         ),
     ] = False,
 ) -> None:

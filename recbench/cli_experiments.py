@@ -154,7 +154,12 @@ def _print_trials(doc: dict[str, Any]) -> None:
 
 
 def experiment_cmd(
-    name: Annotated[str, typer.Argument(help="neg-ratio, interaction, aggregation, embedding-size or table2.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="neg-ratio, interaction, aggregation, embedding-size, table2, interaction-res or aggregation-res."
+        ),
+    ],
     dataset: Datasets,
     seeds: Annotated[
         str,

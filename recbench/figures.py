@@ -103,6 +103,10 @@ MODEL_COLOURS_ORDER = [
     "opeci-iu",
     "cadncf-mhsa",
     "outer-mlp",
+    "opeci-res-inner",
+    "opeci-res-i",
+    "opeci-res-u",
+    "opeci-res-iu",
 ]
 """Every registered model, in the order that fixes its colour (a test checks it against the
 registry): one colour per model in every figure, whatever else the figure shows."""

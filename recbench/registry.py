@@ -30,6 +30,10 @@ from recbench.models.opeci import (
     OPECIMeanItem,
     OPECIMeanUser,
     OPECIResidual,
+    OPECIResInner,
+    OPECIResMeanBoth,
+    OPECIResMeanItem,
+    OPECIResMeanUser,
 )
 
 MODELS: dict[str, type[Model]] = {
@@ -47,6 +51,10 @@ MODELS: dict[str, type[Model]] = {
     "opeci-i": OPECIMeanItem,
     "opeci-u": OPECIMeanUser,
     "opeci-iu": OPECIMeanBoth,
+    "opeci-res-inner": OPECIResInner,
+    "opeci-res-i": OPECIResMeanItem,
+    "opeci-res-u": OPECIResMeanUser,
+    "opeci-res-iu": OPECIResMeanBoth,
 }
 
 

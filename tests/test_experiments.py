@@ -22,6 +22,7 @@ from recbench.registry import MODELS
 
 OPECI_TINY = {"embedding_size": "8", "batch_size": "1024", "precise_bn_batches": "1", "mlp_hidden": "(16,)"}
 OPECIS = ["opeci", "opeci-inner", "opeci-i", "opeci-u", "opeci-iu"]
+OPECIS += ["opeci-res", *(f"opeci-res-{v}" for v in ("inner", "i", "u", "iu"))]
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +118,21 @@ def test_aggregation(micro: Split, tmp_path: Path) -> None:
     assert "differs from opeci" in table  # the paired tests against OPECI are described
     df = pd.read_csv(res.folder / "table.csv")
     assert {"p_value", "p_holm"} <= set(df.columns)
+
+
+def test_residual_ablations_test_against_opeci_res(micro: Split, tmp_path: Path) -> None:
+    res = experiments.run_experiment(
+        "aggregation-res", ["micro"], _opts(tmp_path, "aggregation-res"), split_loader=lambda _: micro
+    )
+    table = _files_ok(res)
+    assert "differs from opeci-res" in table and "differs from opeci " not in table
+    df = pd.read_csv(res.folder / "table.csv")
+    assert set(df.model) == {"opeci-res", "opeci-res-i", "opeci-res-u", "opeci-res-iu"}
+    assert df.loc[df.model == "opeci-res", "p_value"].isna().all()  # the reference itself
+    assert df.loc[df.model != "opeci-res", "p_value"].notna().all()
+    assert {r["config"]["block"] for r in res.records} == {"residual"}
+    assert experiments.get_preset("interaction-res").eval_every == 1
+    assert experiments.get_preset("interaction-res").reference == "opeci-res"
 
 
 def test_embedding_size(micro: Split, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """``recbench experiment NAME``: the paper's table and figures, one command each.
 
 ``neg-ratio`` (Table 3), ``interaction`` (Figure 2), ``aggregation`` (Figure 3),
-``embedding-size`` (Figure 4) and ``table2`` (the main comparison). The presets (models, grids,
+``embedding-size`` (Figure 4) and ``table2`` (the main comparison); ``interaction-res`` and
+``aggregation-res`` ask Figures 2 and 3 of the residual reading ``opeci-res``. The presets (models, grids,
 the paper's per-dataset settings) are data in ``recbench/experiments.toml``; the paper's Table 3
 is ``recbench/paper/table3.csv``.
 

@@ -93,11 +93,13 @@ def write_outputs(
             f"{title}. OPECI, sampled protocol ({cands}), {spread.summary}; best per row in bold"
             f"{paper_text} {default_note(p, datasets, presets)}"
         )
-    elif p.name == "interaction":
-        rep = report.build_report(None, p.metrics, paper=False, records=ok, label=report.base_label, reference="opeci")
+    elif p.eval_every:
+        rep = report.build_report(
+            None, p.metrics, paper=False, records=ok, label=report.base_label, reference=p.reference
+        )
         curves = epoch_curves(ok)
         if curves.empty:
-            raise ConfigError("experiment 'interaction': the records hold no per-epoch test metrics (eval_every=1)")
+            raise ConfigError(f"experiment {p.name!r}: the records hold no per-epoch test metrics (eval_every=1)")
         fig_err = spread.drawn("bands")
         fig = epoch_figure(curves, "ndcg@10")
         parts = [
@@ -118,7 +120,7 @@ def write_outputs(
     else:
         paper_flag = p.name == "table2"
         rep = report.build_report(
-            None, p.metrics, paper=paper_flag, records=ok, label=report.base_label, reference="opeci"
+            None, p.metrics, paper=paper_flag, records=ok, label=report.base_label, reference=p.reference
         )
         models = [m for m in p.models if m in set(rep.summary["model"])]
         fig = figures.summary_bars(
@@ -195,7 +197,7 @@ def _write_readme(
         f"- written {datetime.now(UTC).isoformat(timespec='seconds')}",
         "",
         "Files: `table.md`, `table.csv`, `figure.png`, `figure.svg`, `report.html`"
-        + (" and `curves_per_seed.csv`" if p.name == "interaction" else "")
+        + (" and `curves_per_seed.csv`" if p.eval_every else "")
         + ".",
         "",
         "![figure](figure.png)",

@@ -15,7 +15,15 @@ import pandas as pd
 from recbench.models.base import ConfigError
 from recbench.registry import MODELS
 
-EXPERIMENTS = ("neg-ratio", "interaction", "aggregation", "embedding-size", "table2")
+EXPERIMENTS = (
+    "neg-ratio",
+    "interaction",
+    "aggregation",
+    "embedding-size",
+    "table2",
+    "interaction-res",
+    "aggregation-res",
+)
 MIN_SEEDS = 3
 
 
@@ -38,7 +46,9 @@ def paper_table3() -> pd.DataFrame:
 @dataclass(frozen=True)
 class Preset:
     """One experiment of ``experiments.toml``: its models and metrics, the grid (``param`` over
-    ``values``; none for ``interaction``, ``aggregation``, ``table2``) and the paper's file."""
+    ``values``; none for ``interaction``, ``aggregation``, ``table2``), the paper's file, the
+    model the others are tested against (``reference``), and ``eval_every`` (a page of per-epoch
+    curves, as ``interaction``'s, when set)."""
 
     name: str
     title: str
@@ -48,6 +58,7 @@ class Preset:
     values: list[Any] = field(default_factory=list)
     eval_every: int = 0
     paper: str | None = None
+    reference: str = "opeci"
 
 
 def get_preset(name: str, presets: dict[str, Any] | None = None) -> Preset:

@@ -38,6 +38,10 @@ MODEL_REVISIONS: dict[str, tuple[int, bool]] = {
     "opeci-i": (2, True),
     "opeci-u": (2, True),
     "opeci-iu": (2, True),
+    "opeci-res-inner": (2, True),
+    "opeci-res-i": (2, True),
+    "opeci-res-u": (2, True),
+    "opeci-res-iu": (2, True),
 }
 """Every registered model in the registry's order: ``(revision, reg rule)``. With the reg rule
 (:meth:`recbench.models.torch.TorchModel.revision_of`) a config with ``reg != 0`` is at least

@@ -3,6 +3,8 @@ target-exclusion and sampling edge cases, the variants, training and scoring."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,11 @@ from recbench.models.opeci import (
     OPECIMeanItem,
     OPECIMeanUser,
     OPECIModule,
+    OPECIResidual,
+    OPECIResInner,
+    OPECIResMeanBoth,
+    OPECIResMeanItem,
+    OPECIResMeanUser,
 )
 
 FAST = {
@@ -212,6 +219,17 @@ def test_variants_are_config_switches() -> None:
     assert (b.user_aggregation, b.item_aggregation) == ("mean", "mean")
     names = {c.name for c in (OPECI, OPECIInner, OPECIMeanItem, OPECIMeanUser, OPECIMeanBoth)}
     assert names == {"opeci", "opeci-inner", "opeci-i", "opeci-u", "opeci-iu"}
+    # the same ablations of the residual reading: one switch each on top of block = "residual"
+    res = {
+        OPECIResInner: {"interaction": "inner"},
+        OPECIResMeanItem: {"item_aggregation": "mean"},
+        OPECIResMeanUser: {"user_aggregation": "mean"},
+        OPECIResMeanBoth: {"user_aggregation": "mean", "item_aggregation": "mean"},
+    }
+    for cls, switches in res.items():
+        assert cls.name.startswith("opeci-res-") and issubclass(cls, OPECIResidual)
+        assert asdict(cls.Config()) == asdict(replace(OPECIResidual.Config(), **switches))
+        assert OPECIResidual.Config().block == "residual"
     d = OPECI.Config()
     assert (d.embedding_size, d.learning_rate, d.reg, d.batch_size, d.n_negatives) == (
         64,

@@ -60,3 +60,9 @@ def test_verdict_tables_hold_the_records_numbers(small_split: Split, tmp_path: P
     row = "| ml-100k | opeci | fresh | 1.01 | 0.995 | 0.992 | 0.9997 | 0.0908 | `ml-100k-opeci-fresh.json` |"
     assert diag_rows == [row]
     assert np.isfinite(float(rows[ncf_label][9]))  # the full-ranking HR@10
+    # the readings' table: another reference, a row filter and the bootstrap test
+    other = mod.comparison(tmp_path, "itempop (tuned)", "ItemPop", r"^ncf", test="bootstrap").splitlines()
+    assert "Δ vs ItemPop (p Holm)" in other[0] and len(other) == 3 and other[2].split(" | ")[1] == ncf_label
+    b = build_report(tmp_path, ["hr@10"], reference=["itempop (tuned)"], test="bootstrap").summary
+    b = b[(b.model == ncf_label) & (b.protocol == "sampled")].iloc[0]
+    assert other[2].split(" | ")[4] == f"{-b['mean_diff']:+.3f} ({b['p_holm']:.2g})"

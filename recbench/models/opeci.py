@@ -84,7 +84,9 @@ Variants (config switches of one class; the subclasses only change defaults and 
   multiset of h's entries: ``recbench diagnose opeci`` measures a participation ratio of ≈ 1.0
   and an attention entropy of ≈ 1.000 (uniform). The residual lets M itself reach the MLP when
   attention is uniform, as in every Transformer layer; the paper gives no residual and no
-  normalisation, so this is a named alternative, not the default.
+  normalisation, so this is a named alternative, not the default. On its converged ml-100k fits
+  (3 seeds) attention stays exactly uniform (entropy 1.0000 of its maximum) while 5.6–9.6
+  directions reach the MLP: what learns is the residual path, the MLP on the outer product.
 
 - ``interaction = "inner"`` (``opeci-inner``): the paper "deformed the inner product output into
   a 2-D matrix and fed it to the attention network". We read this as ``M = diag(h ⊙ z)``: the
@@ -97,8 +99,9 @@ Variants (config switches of one class; the subclasses only change defaults and 
   α (resp. β) = 1/|N(i)| instead of attention, on the user side, the item side, or both.
 - The same three switches on the residual block (``opeci-res-inner``, ``opeci-res-i``,
   ``opeci-res-u``, ``opeci-res-iu``): the paper's ablations (its Figures 2 and 3) asked of the
-  reading that learns. Issue 13 measured ``opeci-res`` ahead of ``opeci`` on ml-100k (validation
-  item for the choices, sampled test HR@10 0.625 against 0.579 on seed 0); an ablation of a
+  reading that learns. Issue 13 measured ``opeci-res`` ahead of ``opeci`` on ml-100k (tuned and
+  early-stopped on the validation item, sampled test HR@10 0.632 ± 0.006 against 0.579 ± 0.016
+  over 3 seeds, paired p 1e-5; ``results/issue13-verdict.md``); an ablation of a
   block that passes one number about the user (``opeci``, see ``recbench diagnose``) cannot
   tell whether the outer product or the attention networks matter.
 

@@ -23,7 +23,7 @@ import pandas as pd
 from recbench.report import build_report
 from recbench.report.frames import select_records
 from recbench.report.labels import order_models
-from recbench.results import iter_records
+from recbench.results import Record, iter_records
 
 COMMAND = "python benchmarks/issue13_verdict.py --results results -o results/issue13-verdict.md"
 
@@ -45,16 +45,24 @@ READINGS = r"^(?:opeci|cadncf|outer-mlp)[^ ]* \(tuned\)$"
 """The rows of the readings' table: the tuned runs of OPECI's and CADNCF's readings."""
 
 
-def comparison(
-    results: Path, reference: str = "ncf", against: str = "NCF", rows: str = "tuned|itempop", test: str = "wilcoxon"
-) -> str:
-    """The converged comparison's table: the models whose label matches ``rows`` (a regex), each
-    tested against ``reference`` (named ``against`` in the header) with the paired ``test``."""
-    records = [
+def validation_records(results: Path) -> list[Record]:
+    """The finished records of ``results`` made on the validation split (the converged runs)."""
+    return [
         r
         for r in select_records(iter_records(results))
         if r.status == "ok" and (r.data.get("split_info") or {}).get("validation")
     ]
+
+
+def comparison(
+    records: list[Record],
+    reference: str = "ncf",
+    against: str = "NCF",
+    rows: str = "tuned|itempop",
+    test: str = "wilcoxon",
+) -> str:
+    """The converged comparison's table: the models whose label matches ``rows`` (a regex), each
+    tested against ``reference`` (named ``against`` in the header) with the paired ``test``."""
     rep = build_report(None, ["hr@10", "ndcg@10"], reference=[reference], records=records, test=test)
     s = rep.summary[rep.summary.model.str.contains(rows, regex=True)]
     kept = _kept_epochs(rep.curves)
@@ -122,6 +130,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path("results"))
     ap.add_argument("-o", "--output", type=Path, default=None)
     args = ap.parse_args()
+    records = validation_records(args.results)
     text = (
         f"# Issue 13: the verdict tables\n\nGenerated from the committed records by `{COMMAND}`.\n\n"
         "## The converged comparison\n\n"
@@ -135,16 +144,16 @@ def main() -> None:
         "seeds, Holm within each data set and metric); paper: the paper's Table 2, one-sample t test "
         "over users (Holm); full HR@10: the held-out item among all unrated items; kept epochs: "
         "the best validation epoch of each seed.\n\n"
-        f"{comparison(args.results)}\n\n"
+        f"{comparison(records)}\n\n"
         "## The readings of OPECI against the paper's reading\n\n"
         "The same runs; Δ: model − the paper's reading (`opeci`, tuned), paired over the test users "
         "as above (Holm within each data set and metric, over every model of the comparison).\n\n"
-        f"{comparison(args.results, PAPER_READING, 'opeci', READINGS)}\n\n"
+        f"{comparison(records, PAPER_READING, 'opeci', READINGS)}\n\n"
         "The same with the paired bootstrap test of the mean difference (10,000 resamples of users): "
         "with per-user values averaged over seeds, HR@10 takes a few values per user, and the "
         "Wilcoxon test (of a symmetric shift, ties and zeros dropped) can disagree with a test of the "
         "mean, which is what the HR@10 columns show.\n\n"
-        f"{comparison(args.results, PAPER_READING, 'opeci', READINGS, test='bootstrap')}\n\n"
+        f"{comparison(records, PAPER_READING, 'opeci', READINGS, test='bootstrap')}\n\n"
         "## The attention block, measured\n\n"
         "`recbench diagnose` on ml-100k, 943 users × 16 fixed items; participation ratio of the "
         "MLP's input across users (1: one direction), the share of the variance on its first "

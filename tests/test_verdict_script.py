@@ -44,7 +44,8 @@ def test_verdict_tables_hold_the_records_numbers(small_split: Split, tmp_path: P
     diag |= {"attention_entropy": 0.9997, "permutation_ratio": 0.0908}
     (tmp_path / "diagnose" / "ml-100k-opeci-fresh.json").write_text(json.dumps(diag))
     mod = _script()
-    table = mod.comparison(tmp_path)
+    records = mod.validation_records(tmp_path)
+    table = mod.comparison(records)
     rows = {ln.split(" | ")[1]: ln.split(" | ") for ln in table.splitlines()[2:]}
     s = build_report(tmp_path, ["hr@10", "ndcg@10"], reference=["ncf"]).summary
     ncf_label = next(m for m in s.model.unique() if m.startswith("ncf"))
@@ -61,7 +62,7 @@ def test_verdict_tables_hold_the_records_numbers(small_split: Split, tmp_path: P
     assert diag_rows == [row]
     assert np.isfinite(float(rows[ncf_label][9]))  # the full-ranking HR@10
     # the readings' table: another reference, a row filter and the bootstrap test
-    other = mod.comparison(tmp_path, "itempop (tuned)", "ItemPop", r"^ncf", test="bootstrap").splitlines()
+    other = mod.comparison(records, "itempop (tuned)", "ItemPop", r"^ncf", test="bootstrap").splitlines()
     assert "Δ vs ItemPop (p Holm)" in other[0] and len(other) == 3 and other[2].split(" | ")[1] == ncf_label
     b = build_report(tmp_path, ["hr@10"], reference=["itempop (tuned)"], test="bootstrap").summary
     b = b[(b.model == ncf_label) & (b.protocol == "sampled")].iloc[0]

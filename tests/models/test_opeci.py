@@ -226,10 +226,10 @@ def test_variants_are_config_switches() -> None:
         OPECIResMeanUser: {"user_aggregation": "mean"},
         OPECIResMeanBoth: {"user_aggregation": "mean", "item_aggregation": "mean"},
     }
+    assert OPECIResidual.Config().block == "residual"
     for cls, switches in res.items():
         assert cls.name.startswith("opeci-res-") and issubclass(cls, OPECIResidual)
         assert asdict(cls.Config()) == asdict(replace(OPECIResidual.Config(), **switches))
-        assert OPECIResidual.Config().block == "residual"
     d = OPECI.Config()
     assert (d.embedding_size, d.learning_rate, d.reg, d.batch_size, d.n_negatives) == (
         64,
